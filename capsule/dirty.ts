@@ -1,0 +1,25 @@
+/**
+ * Write-back buffer for filesystem views. FUSE and NFS write in pieces of 4 KiB to 1 MiB; turning
+ * each piece into a new 1 MiB segment would rewrite every segment many times. Pieces are patched
+ * into an in-memory copy of the segment instead and committed together on flush (fsync, close,
+ * memory pressure) — the same contract as a kernel page cache: durable after fsync.
+ */
+export class DirtyFile {
+  /** segment index -> full plaintext of the segment being edited */
+  segs = new Map<number, Buffer>();
+  /** segments taken by a flush in progress; still visible to readers until committed */
+  flushing = new Map<number, Buffer>();
+  constructor(readonly capsule: string, readonly ino: number, readonly segSize: number, public size: number, public mtimeMs: number) {}
+
+  bytes(): number {
+    return (this.segs.size + this.flushing.size) * this.segSize;
+  }
+
+  lookup(idx: number): Buffer | undefined {
+    return this.segs.get(idx) ?? this.flushing.get(idx);
+  }
+}
+
+export function dirtyKey(capsule: string, ino: number): string {
+  return `${capsule}:${ino}`;
+}

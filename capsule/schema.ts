@@ -1,0 +1,89 @@
+/**
+ * Metadata schema (SQLite, WAL). Version 0 of a capsule is its live head; snapshots are
+ * versions 1..n, copies of the head's rows that are never modified again.
+ * `extents` maps (file, segment index) to a segment; a missing row is a hole.
+ */
+import type Database from 'better-sqlite3';
+
+export const SCHEMA_VERSION = 1;
+export const HEAD = 0;
+export const ROOT_INO = 1;
+export const T_FILE = 1;
+export const T_DIR = 2;
+
+const DDL = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS domains (
+  name TEXT PRIMARY KEY,            -- 'plain' or 'kek:<keyRef>'
+  kek_ref TEXT,                     -- NULL for the plain domain
+  hash_key BLOB NOT NULL            -- wrapped by the KEK unless plain
+);
+CREATE TABLE IF NOT EXISTS data_keys (
+  id INTEGER PRIMARY KEY,
+  kek_ref TEXT NOT NULL,
+  wrapped BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS capsules (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  policy TEXT NOT NULL,
+  domain TEXT NOT NULL REFERENCES domains(name),
+  data_key INTEGER REFERENCES data_keys(id),
+  created TEXT NOT NULL,
+  next_ino INTEGER NOT NULL,
+  origin TEXT
+);
+CREATE TABLE IF NOT EXISTS versions (
+  capsule TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  created TEXT NOT NULL,
+  logical_size INTEGER NOT NULL,
+  PRIMARY KEY (capsule, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inodes (
+  capsule TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  ino INTEGER NOT NULL,
+  parent INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  type INTEGER NOT NULL,
+  mode INTEGER NOT NULL,
+  uid INTEGER NOT NULL,
+  gid INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  atime REAL NOT NULL,
+  mtime REAL NOT NULL,
+  ctime REAL NOT NULL,
+  PRIMARY KEY (capsule, version, ino)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS inodes_by_name ON inodes (capsule, version, parent, name);
+CREATE TABLE IF NOT EXISTS extents (
+  capsule TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  ino INTEGER NOT NULL,
+  idx INTEGER NOT NULL,
+  seg TEXT NOT NULL,
+  len INTEGER NOT NULL,
+  PRIMARY KEY (capsule, version, ino, idx)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS extents_by_seg ON extents (seg);
+CREATE TABLE IF NOT EXISTS segments (
+  id TEXT PRIMARY KEY,
+  domain TEXT NOT NULL,
+  plen INTEGER NOT NULL,
+  clen INTEGER NOT NULL
+) WITHOUT ROWID;
+`;
+
+export function migrate(db: Database.Database): void {
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  db.exec(DDL);
+  const row = db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined;
+  if (!row) db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(String(SCHEMA_VERSION));
+  else if (Number(row.value) > SCHEMA_VERSION) {
+    throw new Error(`metadata schema ${row.value} is newer than this build understands (${SCHEMA_VERSION})`);
+  }
+}

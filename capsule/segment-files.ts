@@ -1,0 +1,94 @@
+/**
+ * Segment files under <dir>/segments/<aa>/<id>. A segment is written to <dir>/tmp first and
+ * renamed into place, so a reader never sees a half-written segment and a crash leaves only
+ * temp files or unreferenced (orphan) segments, both removed by recovery.
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { fromFsError } from './errors.js';
+
+export class SegmentFiles {
+  readonly root: string;
+  readonly tmp: string;
+
+  constructor(dir: string, private readonly fsync: boolean) {
+    this.root = path.join(dir, 'segments');
+    this.tmp = path.join(dir, 'tmp');
+    fs.mkdirSync(this.root, { recursive: true });
+    fs.mkdirSync(this.tmp, { recursive: true });
+  }
+
+  pathOf(id: string): string {
+    return path.join(this.root, id.slice(0, 2), id);
+  }
+
+  async write(id: string, blob: Buffer): Promise<void> {
+    const tmp = path.join(this.tmp, `${id}.${crypto.randomBytes(6).toString('hex')}`);
+    const dest = this.pathOf(id);
+    let fh: fsp.FileHandle | undefined;
+    try {
+      fh = await fsp.open(tmp, 'wx', 0o600);
+      await fh.writeFile(blob);
+      if (this.fsync) await fh.datasync();
+      await fh.close();
+      fh = undefined;
+      await fsp.mkdir(path.dirname(dest), { recursive: true });
+      await fsp.rename(tmp, dest);
+    } catch (e) {
+      await fh?.close().catch(() => {});
+      await fsp.rm(tmp, { force: true }).catch(() => {});
+      throw fromFsError(e, `writing segment ${id.slice(0, 16)}`);
+    }
+  }
+
+  /** The stored blob, or null when the file is missing. */
+  async read(id: string): Promise<Buffer | null> {
+    try {
+      return await fsp.readFile(this.pathOf(id));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw fromFsError(e, `reading segment ${id.slice(0, 16)}`);
+    }
+  }
+
+  exists(id: string): boolean {
+    return fs.existsSync(this.pathOf(id));
+  }
+
+  /** Synchronous on purpose: GC unlinks in the same tick it drops the rows (no race with puts). */
+  removeSync(id: string): number {
+    try {
+      const p = this.pathOf(id);
+      const size = fs.statSync(p).size;
+      fs.unlinkSync(p);
+      return size;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Every segment id on disk (recovery and fsck). */
+  *listIds(): Generator<string> {
+    for (const sub of fs.readdirSync(this.root)) {
+      const d = path.join(this.root, sub);
+      let names: string[];
+      try {
+        names = fs.readdirSync(d);
+      } catch {
+        continue;
+      }
+      for (const n of names) yield n;
+    }
+  }
+
+  clearTmp(): number {
+    let n = 0;
+    for (const f of fs.readdirSync(this.tmp)) {
+      fs.rmSync(path.join(this.tmp, f), { force: true });
+      n++;
+    }
+    return n;
+  }
+}
