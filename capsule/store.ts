@@ -87,6 +87,7 @@ interface Capsule {
 const ID_RE = /^[a-z0-9]([-a-z0-9]{0,62}[a-z0-9])?$/;
 const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 const MAX_FILE_SIZE = 2 ** 50;
+const MAX_WATCH_BACKLOG = 10_000;
 
 export class Store implements CapsuleApi {
   readonly events = new EventEmitter();
@@ -327,8 +328,7 @@ export class Store implements CapsuleApi {
 
   private versionOf(c: Capsule, v: VersionSel): number {
     if (v === undefined || v === null) return HEAD;
-    if (!Number.isInteger(v) || v < 0) throw invalid(`version ${v} must be a positive integer`);
-    if (v === HEAD) return HEAD;
+    if (!Number.isInteger(v) || v < 1) throw invalid(`version ${v} must be a positive integer (versions start at 1; omit it for the live head)`);
     const ok = this.db.prepare('SELECT 1 FROM versions WHERE capsule = ? AND version = ?').get(c.row.id, v);
     if (!ok) throw notFound(`capsule ${c.row.name} has no version ${v}`);
     return v;
@@ -612,7 +612,8 @@ export class Store implements CapsuleApi {
       c = this.capsule(ref);
     } catch (e) {
       if (!(e instanceof SpaceError && e.code === 'NOT_FOUND' && opts.createWith)) throw e;
-      await this.create({ ...opts.createWith, id: opts.createWith.id ?? ref });
+      const identity = opts.createWith.id || opts.createWith.name ? {} : ID_RE.test(ref) ? { id: ref } : { name: ref };
+      await this.create({ ...opts.createWith, ...identity });
       c = this.capsule(ref);
     }
     const { parent, name } = parentAndName(p);
@@ -954,7 +955,8 @@ export class Store implements CapsuleApi {
   async storeStat(): Promise<StoreStat> {
     this.live();
     const q = (sql: string) => this.db.prepare(sql).pluck().get() as number;
-    const referenced = q('SELECT COALESCE(SUM(len), 0) FROM extents WHERE version = 0');
+    // Every version counts: a snapshot that shares segments with the head is deduplicated data.
+    const referenced = q('SELECT COALESCE(SUM(len), 0) FROM extents');
     const distinctPlain = q('SELECT COALESCE(SUM(plen), 0) FROM segments');
     return {
       capsules: q('SELECT COUNT(*) FROM capsules'),
@@ -1028,8 +1030,8 @@ export class Store implements CapsuleApi {
         report(s.id, (e as Error).message);
       }
     }
-    const dangling = this.db.prepare('SELECT e.capsule, e.version, e.ino, e.idx, e.seg FROM extents e LEFT JOIN segments s ON s.id = e.seg WHERE s.id IS NULL').all() as { capsule: string; version: number; ino: number; idx: number; seg: string }[];
-    for (const d of dangling) problems.push({ capsule: d.capsule, version: d.version || null, file: pathOf(d.capsule, d.version, d.ino), segment: d.seg, problem: 'extent references an unknown segment' });
+    const dangling = this.db.prepare('SELECT e.capsule, c.name, e.version, e.ino, e.idx, e.seg, json_extract(c.policy, \'$.segmentSize\') AS seg_size FROM extents e JOIN capsules c ON c.id = e.capsule LEFT JOIN segments s ON s.id = e.seg WHERE s.id IS NULL').all() as { capsule: string; name: string; version: number; ino: number; idx: number; seg: string; seg_size: number }[];
+    for (const d of dangling) problems.push({ capsule: d.name, version: d.version || null, file: pathOf(d.capsule, d.version, d.ino), offset: d.idx * d.seg_size, segment: d.seg, problem: 'extent references an unknown segment' });
     const known = new Set(segs.map((s) => s.id));
     let orphanSegments = 0;
     for (const id of this.files.listIds()) if (!known.has(id)) orphanSegments++;
@@ -1040,8 +1042,11 @@ export class Store implements CapsuleApi {
   async *watch(signal: AbortSignal): AsyncIterable<ChangeEvent> {
     const queue: ChangeEvent[] = [];
     let wake: (() => void) | null = null;
+    let overflowed = false;
     const onChange = (ev: ChangeEvent) => {
-      queue.push(ev);
+      // A watcher that stops reading must not grow this process without bound.
+      if (queue.length >= MAX_WATCH_BACKLOG) overflowed = true;
+      else queue.push(ev);
       wake?.();
     };
     const onAbort = () => wake?.();
@@ -1052,6 +1057,7 @@ export class Store implements CapsuleApi {
         if (queue.length === 0) await new Promise<void>((r) => (wake = r));
         wake = null;
         while (queue.length && !signal.aborted) yield queue.shift()!;
+        if (overflowed) throw new SpaceError('RESOURCE_EXHAUSTED', `watcher fell more than ${MAX_WATCH_BACKLOG} events behind; re-list and watch again`);
       }
     } finally {
       this.events.off('change', onChange);

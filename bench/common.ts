@@ -1,0 +1,196 @@
+/**
+ * Shared helpers for the benchmarks: sizes from the environment, unique pseudo-random data,
+ * timing, tables, result files, and drop_caches.
+ *
+ * Conventions: sizes and rates are binary (1 MiB = 2^20 bytes; "MiB/s"). Every benchmark writes
+ * its machine-readable result to .bench-out/<name>.json (gitignored) and prints a table.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const MiB = 1 << 20;
+
+/** The repository root (this file is at dist/bench/common.js or bench/common.ts). */
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** Where result JSON files go (override with BENCH_OUT). */
+export const OUT_DIR = process.env.BENCH_OUT ?? path.join(REPO_ROOT, '.bench-out');
+/** Compiled benchmark scripts live next to this module. */
+export const DIST_BENCH = path.dirname(fileURLToPath(import.meta.url));
+
+/** Data size in MiB (BENCH_SIZE_MB, default 1024 = 1 GiB). */
+export function sizeMiB(): number {
+  const raw = process.env.BENCH_SIZE_MB;
+  if (raw === undefined || raw === '') return 1024;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_SIZE_MB must be a positive integer (got ${JSON.stringify(raw)})`);
+  return n;
+}
+
+export function envInt(name: string, def: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number (got ${JSON.stringify(raw)})`);
+  return n;
+}
+
+/** Scratch directories go under BENCH_TMP (default os.tmpdir()). */
+export function scratchDir(prefix: string): string {
+  const base = process.env.BENCH_TMP ?? os.tmpdir();
+  fs.mkdirSync(base, { recursive: true });
+  return fs.mkdtempSync(path.join(base, `space-bench-${prefix}-`));
+}
+
+export function rmrf(p: string): void {
+  fs.rmSync(p, { recursive: true, force: true });
+}
+
+/**
+ * A source of distinct 1 MiB blocks: 64 pre-generated random MiB blocks; block i is base[i % 64]
+ * with the 8-byte counter i written at offset 0 (and at offset 4096, so that 4 KiB-aligned reads
+ * of the first page differ too). Every block is unique, so the store's dedup never kicks in, and
+ * any block can be regenerated for verification.
+ */
+export class UniqueBlocks {
+  private readonly bases: Buffer[] = [];
+  constructor(readonly seed = 1, distinct = 64) {
+    const key = crypto.createHash('sha256').update(`space-bench:${seed}`).digest();
+    const c = crypto.createCipheriv('aes-256-ctr', key, Buffer.alloc(16));
+    const zero = Buffer.alloc(MiB);
+    for (let i = 0; i < distinct; i++) this.bases.push(Buffer.from(c.update(zero)));
+  }
+
+  /** Block i, written into `into` (a MiB buffer, default a fresh one). */
+  block(i: number, into: Buffer = Buffer.allocUnsafe(MiB)): Buffer {
+    this.bases[i % this.bases.length]!.copy(into);
+    stamp(into, i);
+    return into;
+  }
+
+  /**
+   * `count` blocks as an async iterable, reusing a ring of `ring` buffers (the consumer must be
+   * done with a chunk before `ring` more have been pulled; Store.put copies synchronously).
+   */
+  async *stream(count: number, ring = 4): AsyncGenerator<Buffer> {
+    const bufs = Array.from({ length: ring }, () => Buffer.allocUnsafe(MiB));
+    for (let i = 0; i < count; i++) yield this.block(i, bufs[i % ring]);
+  }
+}
+
+function stamp(b: Buffer, i: number): void {
+  const big = BigInt(i) ^ 0x5a5a_0000_0000_0000n;
+  b.writeBigUInt64LE(big, 0);
+  if (b.length >= 4104) b.writeBigUInt64LE(big, 4096);
+}
+
+export function now(): number {
+  return performance.now();
+}
+
+/** Run `fn`, return [result, seconds]. */
+export async function timed<T>(fn: () => Promise<T> | T): Promise<[T, number]> {
+  const t0 = now();
+  const r = await fn();
+  return [r, (now() - t0) / 1000];
+}
+
+export function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export function round(x: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+/** Print a table with right-aligned numeric columns. */
+export function table(title: string, header: string[], rows: (string | number)[][]): string {
+  const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? fmtNum(c) : c)))];
+  const widths = header.map((_, i) => Math.max(...cells.map((r) => String(r[i] ?? '').length)));
+  const numeric = header.map((_, i) => rows.some((r) => typeof r[i] === 'number'));
+  const line = (r: (string | number)[]) =>
+    r.map((c, i) => (numeric[i] ? String(c).padStart(widths[i]!) : String(c).padEnd(widths[i]!))).join('  ').trimEnd();
+  const out = [`\n== ${title}`, line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n');
+  console.log(out);
+  return out;
+}
+
+function fmtNum(x: number): string {
+  if (!Number.isFinite(x)) return String(x);
+  if (Number.isInteger(x)) return String(x);
+  return Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 10 ? x.toFixed(1) : x.toFixed(2);
+}
+
+export interface ResultMeta {
+  name: string;
+  sizeMiB: number;
+  startedAt: string;
+  host: { cpus: number; cpuModel: string; node: string; totalMemMiB: number };
+}
+
+export function meta(name: string): ResultMeta {
+  return {
+    name,
+    sizeMiB: sizeMiB(),
+    startedAt: new Date().toISOString(),
+    host: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '?', node: process.version, totalMemMiB: Math.round(os.totalmem() / MiB) },
+  };
+}
+
+export function writeResult(name: string, result: unknown): string {
+  fs.mkdirSync(OUT_DIR, { recursive: true });
+  const file = path.join(OUT_DIR, `${name}.json`);
+  fs.writeFileSync(file, JSON.stringify(result, null, 2) + '\n');
+  console.log(`\nresult: ${path.relative(process.cwd(), file) || file}`);
+  return file;
+}
+
+/** Drop the kernel page cache (root only). Returns false, with the reason, when not permitted. */
+export function dropCaches(): { ok: boolean; reason?: string } {
+  try {
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '3\n');
+    return { ok: true };
+  } catch (e) {
+    return { ok: false, reason: (e as Error).message };
+  }
+}
+
+/** sync(1) in a child process (asynchronous: never blocks this event loop, which may serve FUSE). */
+export async function sync(): Promise<void> {
+  const { spawn } = await import('node:child_process');
+  await new Promise<void>((resolve) => spawn('sync', [], { stdio: 'ignore' }).on('close', () => resolve()).on('error', () => resolve()));
+}
+
+/** sync(1) then drop caches: dirty pages must be written back before they can be dropped. */
+export async function syncAndDrop(): Promise<{ ok: boolean; reason?: string }> {
+  await sync();
+  return dropCaches();
+}
+
+/** Peak and current RSS of this process from /proc/self/status (KiB); null off Linux. */
+export function procMem(): { vmHWMKiB: number; vmRSSKiB: number } | null {
+  try {
+    const s = fs.readFileSync('/proc/self/status', 'utf8');
+    const get = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN);
+    return { vmHWMKiB: get('VmHWM'), vmRSSKiB: get('VmRSS') };
+  } catch {
+    return null;
+  }
+}
+
+/** True when this module is the process's entry point (so files can be imported by run-all). */
+export function isMain(metaUrl: string): boolean {
+  const entry = process.argv[1];
+  if (!entry) return false;
+  try {
+    return fs.realpathSync(entry) === fs.realpathSync(fileURLToPath(metaUrl));
+  } catch {
+    return false;
+  }
+}

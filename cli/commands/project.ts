@@ -1,0 +1,188 @@
+/**
+ * spacectl project mount|umount: a kernel FUSE view of a capsule.
+ *
+ * A mount is served by the process that owns the data dir (one writer per head). `mount` asks
+ * that process over its socket; when nobody owns the dir it starts one in the background (as
+ * sshfs does) and returns once the mount is live. That background owner exits when its last
+ * mount goes away. --foreground keeps the serving process attached instead.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { readOwner } from '../../capsule/lock.js';
+import { Store } from '../../capsule/store.js';
+import { createLogger } from '../../capsule/log.js';
+import { SpaceError, invalid } from '../../capsule/errors.js';
+import { GatewayClient } from '../../gateway/client.js';
+import { startGateway } from '../../gateway/server.js';
+import { LocalViewManager } from '../../gateway/fuse/views.js';
+import type { MountInfo, MountSpec, ViewManager } from '../../gateway/views-api.js';
+import type { Command } from '../command.js';
+import { out } from '../command.js';
+import { clientTls, dataDirOf } from '../target.js';
+import type { Flags } from '../args.js';
+
+function describe(m: MountInfo): string {
+  if (m.kind === 'content-file') {
+    return `FUSE is unavailable here: placed a read-only copy of capsule ${m.capsuleId} at ${m.target} instead (not a live view)`;
+  }
+  return `mounted capsule ${m.capsuleId} at ${m.target} (${m.rw ? 'read-write' : 'read-only'}); try: cat ${path.join(m.target, 'content')}`;
+}
+
+/** Wraps the view manager so a background owner can exit when its last mount is gone. */
+class IdleAwareViews implements ViewManager {
+  constructor(private readonly inner: ViewManager, private readonly onIdle: () => void) {}
+  mount(spec: MountSpec) {
+    return this.inner.mount(spec);
+  }
+  async unmount(target: string) {
+    await this.inner.unmount(target);
+    if (this.inner.list().length === 0) setImmediate(this.onIdle);
+  }
+  list() {
+    return this.inner.list();
+  }
+  closeAll() {
+    return this.inner.closeAll();
+  }
+}
+
+async function mountForeground(dataDir: string, spec: MountSpec, exitWhenIdle: boolean): Promise<void> {
+  const logger = createLogger({ component: 'mount' });
+  const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }) });
+  let stop!: () => void;
+  const stopped = new Promise<void>((r) => (stop = r));
+  const local = new LocalViewManager(store, logger.child({ component: 'fuse' }));
+  const views = exitWhenIdle ? new IdleAwareViews(local, () => stop()) : local;
+  // Serve the Capsule API on the data dir's socket only: other spacectl commands route here.
+  const gw = await startGateway({ dataDir, store, views, listen: '', httpListen: '', logger });
+  try {
+    const m = await views.mount(spec);
+    out(describe(m));
+  } catch (e) {
+    await gw.close();
+    throw e;
+  }
+  const onSignal = () => stop();
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', onSignal);
+  await stopped;
+  logger.info('mount.shutdown', { dataDir });
+  await gw.close(); // unmounts every view, flushes and closes the store
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+  process.off('SIGHUP', onSignal);
+}
+
+/** Start a detached owner process for the data dir and wait until the mount is live. */
+async function mountBackground(dataDir: string, spec: MountSpec): Promise<void> {
+  const logDir = path.join(dataDir, 'logs');
+  fs.mkdirSync(logDir, { recursive: true });
+  const logFile = path.join(logDir, 'mount.log');
+  const fd = fs.openSync(logFile, 'a');
+  const self = fileURLToPath(new URL('../spacectl.js', import.meta.url));
+  const args = [self, 'project', 'mount', '--id', spec.ref, '--target', spec.target, '--data-dir', dataDir, '--foreground', '--exit-when-idle', ...(spec.rw ? ['--rw'] : [])];
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd] });
+  fs.closeSync(fd);
+  let exited: number | null = null;
+  child.on('exit', (code) => (exited = code ?? 1));
+  const deadline = Date.now() + 30_000;
+  const tail = () => fs.readFileSync(logFile, 'utf8').trim().split('\n').slice(-5).map((l) => {
+    try {
+      const j = JSON.parse(l) as { event?: string; err?: { message?: string }; message?: string };
+      return j.err?.message ?? j.message ?? l;
+    } catch {
+      return l;
+    }
+  }).join('\n');
+  while (Date.now() < deadline) {
+    if (exited !== null) throw new SpaceError('FAILED_PRECONDITION', `mount failed:\n${tail()}`);
+    const owner = readOwner(dataDir);
+    if (owner?.endpoint && owner.pid === child.pid) {
+      const client = new GatewayClient(owner.endpoint);
+      try {
+        const m = (await client.listMounts()).find((x) => x.target === spec.target);
+        if (m) {
+          child.unref();
+          out(describe(m));
+          return;
+        }
+      } catch {
+        /* not serving yet */
+      } finally {
+        client.close();
+      }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill('SIGTERM');
+  throw new SpaceError('UNAVAILABLE', `mount did not become live within 30 s; see ${logFile}`);
+}
+
+function ownerClient(f: Flags, dataDir: string): GatewayClient | null {
+  const gateway = f.str('gateway');
+  if (gateway) return new GatewayClient(gateway, clientTls(f));
+  const owner = readOwner(dataDir);
+  return owner?.endpoint ? new GatewayClient(owner.endpoint) : null;
+}
+
+async function mount(f: Flags): Promise<void> {
+  const ref = f.ref()!;
+  const targetArg = f.str('target') ?? f.positionals[0];
+  if (!targetArg) throw invalid('project mount needs --target DIR');
+  const target = path.resolve(targetArg);
+  const spec: MountSpec = { ref, target, rw: f.bool('rw') };
+  const foreground = f.bool('foreground');
+  const exitWhenIdle = f.bool('exit-when-idle');
+  const dataDir = dataDirOf(f);
+  const client = ownerClient(f, dataDir);
+  f.rejectUnknown();
+  if (client) {
+    try {
+      out(describe(await client.mount(spec)));
+    } finally {
+      client.close();
+    }
+    return;
+  }
+  // Check what we can before forking, so the user sees the plain error.
+  const store = Store.open(dataDir);
+  try {
+    await store.get(ref);
+  } finally {
+    await store.close();
+  }
+  if (foreground) return mountForeground(dataDir, spec, exitWhenIdle);
+  return mountBackground(dataDir, spec);
+}
+
+async function umount(f: Flags): Promise<void> {
+  const targetArg = f.str('target') ?? f.positionals[0];
+  if (!targetArg) throw invalid('project umount needs --target DIR');
+  const target = path.resolve(targetArg);
+  const dataDir = dataDirOf(f);
+  const client = ownerClient(f, dataDir);
+  f.rejectUnknown();
+  if (!client) throw new SpaceError('NOT_FOUND', `nothing is mounted at ${target} by data dir ${dataDir} (no running owner)`);
+  try {
+    await client.unmount(target);
+  } finally {
+    client.close();
+  }
+  out(`unmounted ${target}`);
+}
+
+export const project: Command = {
+  name: 'project',
+  summary: 'project a capsule as a view: mount (FUSE) / umount',
+  usage: 'spacectl project mount --id ID --target DIR [--rw] [--foreground]\n       spacectl project umount --target DIR',
+  booleans: ['rw', 'foreground', 'exit-when-idle'],
+  async run(f) {
+    const sub = f.positionals.shift();
+    if (sub === 'mount') return mount(f);
+    if (sub === 'umount' || sub === 'unmount') return umount(f);
+    throw invalid(`project needs a subcommand: mount or umount (got ${sub ?? 'nothing'})`);
+  },
+};

@@ -1,0 +1,38 @@
+/** spacectl serve: the standalone gateway (the cluster's StatefulSet runs the same entry). */
+import fs from 'node:fs';
+import { runGateway } from '../../gateway/run.js';
+import { DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN } from '../../gateway/server.js';
+import { Store } from '../../capsule/store.js';
+import { createLogger } from '../../capsule/log.js';
+import { LocalViewManager } from '../../gateway/fuse/views.js';
+import type { Command } from '../command.js';
+import { dataDirOf } from '../target.js';
+import { invalid } from '../../capsule/errors.js';
+
+export const serve: Command = {
+  name: 'serve',
+  summary: 'run a gateway: gRPC Capsule API, FUSE views, /metrics /healthz /readyz',
+  usage: 'spacectl serve [--data-dir D] [--listen 127.0.0.1:7420] [--http 127.0.0.1:7421] [--socket PATH] [--tls-cert F --tls-key F [--tls-ca F] [--tls-client-auth]]',
+  booleans: ['tls-client-auth'],
+  async run(f) {
+    const dataDir = dataDirOf(f);
+    const listen = f.str('listen') ?? DEFAULT_LISTEN;
+    const httpListen = f.str('http') ?? DEFAULT_HTTP_LISTEN;
+    const socket = f.str('socket');
+    const cert = f.str('tls-cert');
+    const key = f.str('tls-key');
+    const ca = f.str('tls-ca');
+    const requireClientCert = f.bool('tls-client-auth');
+    if (!!cert !== !!key) throw invalid('--tls-cert and --tls-key go together');
+    if (requireClientCert && !ca) throw invalid('--tls-client-auth needs --tls-ca to verify client certificates');
+    for (const file of [cert, key, ca]) if (file && !fs.existsSync(file)) throw invalid(`TLS file ${file} does not exist`);
+    f.rejectUnknown();
+    const logger = createLogger({ component: 'gateway' });
+    const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }) });
+    const views = new LocalViewManager(store, logger.child({ component: 'fuse' }));
+    await runGateway(
+      { dataDir, store, views, listen, httpListen, socket, logger, tls: cert && key ? { cert, key, ca, requireClientCert } : undefined },
+      (gw) => process.stderr.write(`space gateway: data dir ${dataDir}; gRPC ${gw.grpcPort ? `${listen.replace(/:\d+$/, '')}:${gw.grpcPort}` : 'off'}, socket ${gw.socketPath}, http ${gw.httpPort ? `:${gw.httpPort}` : 'off'}\n`),
+    );
+  },
+};
