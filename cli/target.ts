@@ -65,3 +65,13 @@ export async function openTarget(flags: Flags): Promise<Target> {
   const store = Store.open(dataDir, {});
   return { api: store, store, dataDir, close: () => store.close() };
 }
+
+/** Open the target, run `fn` on its API, always close it. */
+export async function withTarget<T>(flags: Flags, fn: (api: CapsuleApi, t: Target) => Promise<T>): Promise<T> {
+  const t = await openTarget(flags);
+  try {
+    return await fn(t.api, t);
+  } finally {
+    await t.close();
+  }
+}

@@ -7,7 +7,7 @@ import { parsePolicyYaml, type Policy } from '../../capsule/policy.js';
 import { SpaceError, invalid } from '../../capsule/errors.js';
 import type { Command } from '../command.js';
 import { human, out } from '../command.js';
-import { openTarget } from '../target.js';
+import { withTarget } from '../target.js';
 import type { Flags } from '../args.js';
 
 function readPolicy(file: string | undefined): Policy | undefined {
@@ -42,11 +42,10 @@ export const put: Command = {
     const ref = f.ref()!;
     const policy = readPolicy(f.str('policy-file'));
     const dest = f.str('path');
-    const t = await openTarget(f);
-    try {
+    return withTarget(f, async (api) => {
       let exists = true;
       try {
-        const info = await t.api.get(ref);
+        const info = await api.get(ref);
         if (policy && JSON.stringify(info.policy) !== JSON.stringify(policy)) {
           throw new SpaceError('FAILED_PRECONDITION', `capsule ${ref} already exists with a different policy; a policy is fixed when the capsule is created (clone into a new capsule to change it)`);
         }
@@ -56,7 +55,7 @@ export const put: Command = {
       }
       if (!exists) {
         const isId = f.str('id') !== undefined;
-        const info = await t.api.create({ ...(isId ? { id: ref } : { name: ref }), policy });
+        const info = await api.create({ ...(isId ? { id: ref } : { name: ref }), policy });
         out(`created capsule ${info.id}${info.name !== info.id ? ` (${info.name})` : ''}`);
       }
       const jobs: { from: string; to: string }[] = [];
@@ -74,14 +73,12 @@ export const put: Command = {
       let total = 0;
       for (const j of jobs) {
         const stream = j.from === '-' ? process.stdin : fs.createReadStream(j.from, { highWaterMark: 1 << 20 });
-        const attr = await t.api.put(ref, j.to, stream as AsyncIterable<Buffer>);
+        const attr = await api.put(ref, j.to, stream as AsyncIterable<Buffer>);
         total += attr.size;
       }
-      const st = await t.api.stat(ref);
+      const st = await api.stat(ref);
       out(`stored ${jobs.length} file${jobs.length === 1 ? '' : 's'} (${human(total)}) in capsule ${st.id}: stored size ${human(st.storedSize)}, dedup ${st.dedupRatio.toFixed(2)}x`);
-    } finally {
-      await t.close();
-    }
+    });
   },
 };
 
@@ -89,12 +86,9 @@ async function readTo(f: Flags, sink: NodeJS.WritableStream): Promise<void> {
   const ref = f.ref()!;
   const p = f.str('path') ?? f.positionals[0] ?? 'content';
   const version = f.int('version');
-  const t = await openTarget(f);
-  try {
-    await pipeline(Readable.from(t.api.readStream(ref, p, { version })), sink);
-  } finally {
-    await t.close();
-  }
+  return withTarget(f, async (api) => {
+    await pipeline(Readable.from(api.readStream(ref, p, { version })), sink);
+  });
 }
 
 export const get: Command = {

@@ -1,7 +1,7 @@
 /** ls, stat, fsck, gc: looking at capsules and keeping the store healthy. */
 import type { Command } from '../command.js';
 import { human, out, table } from '../command.js';
-import { openTarget } from '../target.js';
+import { withTarget } from '../target.js';
 
 export const ls: Command = {
   name: 'ls',
@@ -13,25 +13,22 @@ export const ls: Command = {
     const json = f.bool('json');
     const dir = f.str('path') ?? f.positionals[0] ?? '';
     const version = f.int('version');
-    const t = await openTarget(f);
-    try {
+    return withTarget(f, async (api) => {
       if (!ref) {
-        const list = await t.api.list();
+        const list = await api.list();
         if (json) return out(JSON.stringify(list, null, 2));
         const rows = [['ID', 'NAME', 'VERSIONS', 'COMPRESSION', 'ENCRYPTED']];
         for (const c of list) rows.push([c.id, c.name, String(c.versions.length), c.policy.compression, c.policy.encryption.enabled ? 'yes' : 'no']);
         return out(list.length ? table(rows) : 'no capsules');
       }
-      const entries = await t.api.readdir(ref, dir, version);
+      const entries = await api.readdir(ref, dir, version);
       if (json) return out(JSON.stringify(entries, null, 2));
       for (const e of entries) {
         const a = e.attr;
         const mode = (a.type === 'dir' ? 'd' : '-') + rwx(a.mode);
         out(`${mode} ${String(a.size).padStart(12)} ${new Date(a.mtimeMs).toISOString()} ${e.name}${a.type === 'dir' ? '/' : ''}`);
       }
-    } finally {
-      await t.close();
-    }
+    });
   },
 };
 
@@ -52,14 +49,13 @@ export const stat: Command = {
   async run(f) {
     const ref = f.ref(false);
     const json = f.bool('json');
-    const t = await openTarget(f);
-    try {
+    return withTarget(f, async (api) => {
       if (!ref) {
-        const s = await t.api.storeStat();
+        const s = await api.storeStat();
         if (json) return out(JSON.stringify(s, null, 2));
         return out(`capsules: ${s.capsules}\nsegments: ${s.segments}\nstored:   ${human(s.storedBytes)}\nreferenced: ${human(s.referencedBytes)}\ndedup:    ${s.dedupRatio.toFixed(2)}x`);
       }
-      const [info, s] = await Promise.all([t.api.get(ref), t.api.stat(ref)]);
+      const [info, s] = await Promise.all([api.get(ref), api.stat(ref)]);
       if (json) return out(JSON.stringify({ ...info, stat: s }, null, 2));
       out([
         `id:           ${s.id}`,
@@ -73,9 +69,7 @@ export const stat: Command = {
         `policy:       compression=${info.policy.compression} encryption=${info.policy.encryption.enabled ? info.policy.encryption.keyRef : 'off'} segmentSize=${human(info.policy.segmentSize)}`,
         ...(info.origin ? [`cloned from:  ${info.origin.capsule}${info.origin.version ? `@${info.origin.version}` : ''}`] : []),
       ].join('\n'));
-    } finally {
-      await t.close();
-    }
+    });
   },
 };
 
@@ -86,9 +80,8 @@ export const fsck: Command = {
   booleans: ['json'],
   async run(f) {
     const json = f.bool('json');
-    const t = await openTarget(f);
-    try {
-      const r = await t.api.fsck();
+    return withTarget(f, async (api) => {
+      const r = await api.fsck();
       if (json) out(JSON.stringify(r, null, 2));
       else {
         for (const p of r.problems) {
@@ -98,9 +91,7 @@ export const fsck: Command = {
         out(`checked ${r.capsules} capsules, ${r.files} files, ${r.segmentsChecked} segments: ${r.problems.length ? `${r.problems.length} problems` : 'clean'}${r.orphanSegments ? ` (${r.orphanSegments} unreferenced segment files)` : ''}`);
       }
       return r.problems.length ? 1 : 0;
-    } finally {
-      await t.close();
-    }
+    });
   },
 };
 
@@ -109,12 +100,9 @@ export const gc: Command = {
   summary: 'remove segments no capsule version references',
   usage: 'spacectl gc',
   async run(f) {
-    const t = await openTarget(f);
-    try {
-      const r = await t.api.gc();
+    return withTarget(f, async (api) => {
+      const r = await api.gc();
       out(`removed ${r.segmentsRemoved} segments, freed ${human(r.bytesFreed)}`);
-    } finally {
-      await t.close();
-    }
+    });
   },
 };

@@ -1,7 +1,7 @@
 /** rm, snapshot, clone: capsule lifecycle. */
 import type { Command } from '../command.js';
 import { human, out } from '../command.js';
-import { openTarget } from '../target.js';
+import { withTarget } from '../target.js';
 import { invalid } from '../../capsule/errors.js';
 
 export const rm: Command = {
@@ -11,20 +11,17 @@ export const rm: Command = {
   async run(f) {
     const ref = f.ref()!;
     const p = f.str('path') ?? f.positionals[0];
-    const t = await openTarget(f);
-    try {
+    return withTarget(f, async (api) => {
       if (p) {
-        const a = await t.api.getattr(ref, p);
-        if (a.type === 'dir') await t.api.rmdir(ref, p);
-        else await t.api.unlink(ref, p);
+        const a = await api.getattr(ref, p);
+        if (a.type === 'dir') await api.rmdir(ref, p);
+        else await api.unlink(ref, p);
         return out(`removed ${p} from capsule ${ref}`);
       }
-      await t.api.delete(ref);
-      const r = await t.api.gc();
+      await api.delete(ref);
+      const r = await api.gc();
       out(`deleted capsule ${ref}; freed ${human(r.bytesFreed)} (${r.segmentsRemoved} segments)`);
-    } finally {
-      await t.close();
-    }
+    });
   },
 };
 
@@ -34,13 +31,10 @@ export const snapshot: Command = {
   usage: 'spacectl snapshot --id ID',
   async run(f) {
     const ref = f.ref()!;
-    const t = await openTarget(f);
-    try {
-      const v = await t.api.snapshot(ref);
+    return withTarget(f, async (api) => {
+      const v = await api.snapshot(ref);
       out(`capsule ${ref}: version ${v}`);
-    } finally {
-      await t.close();
-    }
+    });
   },
 };
 
@@ -54,12 +48,9 @@ export const clone: Command = {
     if (!to) throw invalid('clone needs --to NEW_ID');
     const name = f.str('new-name');
     const version = f.int('version');
-    const t = await openTarget(f);
-    try {
-      const c = await t.api.clone(ref, { id: to, name, version });
+    return withTarget(f, async (api) => {
+      const c = await api.clone(ref, { id: to, name, version });
       out(`cloned ${ref}${version ? `@${version}` : ''} into capsule ${c.id}${c.name !== c.id ? ` (${c.name})` : ''}`);
-    } finally {
-      await t.close();
-    }
+    });
   },
 };
