@@ -24,7 +24,7 @@ import { FileKekProvider, type KekProvider, KEY_BYTES, unwrapKey, wrapKey } from
 import { OwnerLock } from './lock.js';
 import { silentLogger, type Logger } from './log.js';
 import { defaultPolicy, validatePolicy, type Policy } from './policy.js';
-import { parentAndName, splitPath } from './paths.js';
+import { normPath, parentAndName, splitPath } from './paths.js';
 import { HEAD, ROOT_INO, T_DIR, T_FILE, migrate } from './schema.js';
 import { decodeSegment, encodeSegment, segmentAddress, type SegmentKeys } from './segment-codec.js';
 import { SegmentFiles } from './segment-files.js';
@@ -105,6 +105,8 @@ export class Store implements CapsuleApi {
   /** Segments referenced by writes not yet committed: GC must not take them. */
   private readonly pins = new Map<string, number>();
   private readonly maxDirty: number;
+  /** Bumped whenever file contents are replaced or cut outside the write path (see writeBuffered). */
+  private invalidations = 0;
   private closed = false;
 
   static open(dir: string, opts: StoreOptions = {}): Store {
@@ -302,6 +304,7 @@ export class Store implements CapsuleApi {
     const c = this.capsule(ref);
     const id = c.row.id;
     for (const [k, d] of this.dirty) if (d.capsule === id) this.dirty.delete(k);
+    this.invalidations++;
     this.db.transaction(() => {
       for (const t of ['extents', 'inodes', 'versions']) this.db.prepare(`DELETE FROM ${t} WHERE capsule = ?`).run(id);
       this.db.prepare('DELETE FROM capsules WHERE id = ?').run(id);
@@ -353,6 +356,17 @@ export class Store implements CapsuleApi {
     return n;
   }
 
+  /** The path of an inode, walking up to the root (for messages and events). */
+  private pathOfIno(capsule: string, version: number, ino: number): string {
+    const q = this.db.prepare('SELECT parent, name FROM inodes WHERE capsule = ? AND version = ? AND ino = ?');
+    const parts: string[] = [];
+    for (let n = q.get(capsule, version, ino) as { parent: number; name: string } | undefined; n && n.parent !== 0; n = q.get(capsule, version, n.parent) as { parent: number; name: string } | undefined) {
+      parts.unshift(n.name);
+      if (parts.length > 4096) break; // a cycle would be corruption; never loop forever
+    }
+    return parts.join('/');
+  }
+
   private allocIno(c: Capsule): number {
     const row = this.db.prepare('UPDATE capsules SET next_ino = next_ino + 1 WHERE id = ? RETURNING next_ino - 1 AS ino').get(c.row.id) as { ino: number };
     return row.ino;
@@ -396,12 +410,14 @@ export class Store implements CapsuleApi {
 
   async getattr(ref: string, p: string, version?: VersionSel): Promise<FileAttr> {
     const c = this.capsule(ref);
+    p = normPath(p);
     const v = this.versionOf(c, version);
     return this.attr(c, v, this.lookup(c, v, p));
   }
 
   async readdir(ref: string, p: string, version?: VersionSel): Promise<DirEntry[]> {
     const c = this.capsule(ref);
+    p = normPath(p);
     const v = this.versionOf(c, version);
     const dir = this.lookup(c, v, p);
     if (dir.type !== T_DIR) throw new SpaceError('FAILED_PRECONDITION', `${p} is not a directory in capsule ${c.row.name}`, { errno: 'ENOTDIR' });
@@ -411,6 +427,7 @@ export class Store implements CapsuleApi {
 
   private createNode(ref: string, p: string, type: number, mode: number): FileAttr {
     const c = this.capsule(ref);
+    p = normPath(p);
     const { parent, name } = parentAndName(p);
     const now = Date.now();
     const n = this.db.transaction(() => {
@@ -436,6 +453,7 @@ export class Store implements CapsuleApi {
 
   private removeNode(ref: string, p: string, wantDir: boolean): void {
     const c = this.capsule(ref);
+    p = normPath(p);
     const now = Date.now();
     this.db.transaction(() => {
       const n = this.lookup(c, HEAD, p);
@@ -455,6 +473,7 @@ export class Store implements CapsuleApi {
     this.db.prepare('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ?').run(c.row.id, ino);
     this.db.prepare('DELETE FROM inodes WHERE capsule = ? AND version = 0 AND ino = ?').run(c.row.id, ino);
     this.dirty.delete(dirtyKey(c.row.id, ino));
+    this.invalidations++;
   }
 
   async unlink(ref: string, p: string): Promise<void> {
@@ -467,6 +486,8 @@ export class Store implements CapsuleApi {
 
   async rename(ref: string, from: string, to: string): Promise<void> {
     const c = this.capsule(ref);
+    from = normPath(from);
+    to = normPath(to);
     const src = parentAndName(from);
     const dst = parentAndName(to);
     const now = Date.now();
@@ -498,6 +519,7 @@ export class Store implements CapsuleApi {
 
   async setattr(ref: string, p: string, a: SetAttr): Promise<FileAttr> {
     const c = this.capsule(ref);
+    p = normPath(p);
     const n = this.lookup(c, HEAD, p);
     if (a.size !== undefined) {
       if (n.type !== T_FILE) throw new SpaceError('INVALID_ARGUMENT', `${p} is a directory`, { errno: 'EISDIR' });
@@ -607,6 +629,7 @@ export class Store implements CapsuleApi {
   // ---------------------------------------------------------------- data path
 
   async put(ref: string, p: string, source: AsyncIterable<Uint8Array>, opts: PutOptions = {}): Promise<FileAttr> {
+    p = normPath(p);
     let c: Capsule;
     try {
       c = this.capsule(ref);
@@ -651,8 +674,17 @@ export class Store implements CapsuleApi {
         if (size > MAX_FILE_SIZE) throw invalid('file is larger than 1 PiB');
       }
       if (fill > 0) await flushSegment();
-      const now = Date.now();
-      const ino = this.db.transaction(() => {
+      // Commit under the file's lock so a flush of buffered writes to the same file cannot land
+      // after (and on top of) this replacement.
+      let existing: InodeRow | undefined;
+      try {
+        existing = this.lookup(c, HEAD, p);
+      } catch {
+        existing = undefined;
+      }
+      const lockKey = existing ? dirtyKey(c.row.id, existing.ino) : `new:${c.row.id}:${p}`;
+      const ino = await this.fileLocks.run(lockKey, async () => this.db.transaction(() => {
+        const now = Date.now();
         const dirIno = this.ensureDirs(c, parent, now);
         let node = this.child(c.row.id, HEAD, dirIno, name);
         if (node && node.type === T_DIR) throw new SpaceError('FAILED_PRECONDITION', `${p} is a directory`, { errno: 'EISDIR' });
@@ -669,9 +701,10 @@ export class Store implements CapsuleApi {
           ins.run(c.row.id, node.ino, e.idx, e.id, e.plen);
         }
         return node.ino;
-      })();
+      })());
       // A whole-file put replaces anything a filesystem view had buffered for this file.
       this.dirty.delete(dirtyKey(c.row.id, ino));
+      this.invalidations++;
       this.log.info('capsule.put', { capsule: c.row.id, path: p, bytes: size, segments: extents.length });
       this.emit('written', c.row, { path: p });
       return this.attr(c, HEAD, this.inode(c.row.id, HEAD, ino)!);
@@ -684,6 +717,7 @@ export class Store implements CapsuleApi {
 
   async read(ref: string, p: string, offset: number, length: number, version?: VersionSel): Promise<Buffer> {
     const c = this.capsule(ref);
+    p = normPath(p);
     const v = this.versionOf(c, version);
     checkRange(offset, length);
     const n = this.lookupFile(c, v, p);
@@ -736,48 +770,62 @@ export class Store implements CapsuleApi {
   /**
    * Buffered write for filesystem views: patched into dirty segments, visible to reads at once,
    * durable after flush(). Memory is bounded by maxDirtyBytes (a write past it flushes first).
+   *
+   * Two phases: first the committed bases of partly overwritten segments are loaded (async);
+   * then the write is applied without yielding. If a put, truncate, unlink or delete ran while
+   * the bases loaded (the invalidation counter moved), the bases may be stale: start over.
    */
   async writeBuffered(ref: string, p: string, offset: number, data: Uint8Array): Promise<number> {
     const c = this.capsule(ref);
+    p = normPath(p);
     checkRange(offset, data.length);
     if (offset + data.length > MAX_FILE_SIZE) throw new SpaceError('INVALID_ARGUMENT', 'write beyond the maximum file size', { errno: 'EFBIG' });
-    const n = this.lookupFile(c, HEAD, p);
-    const key = dirtyKey(c.row.id, n.ino);
-    let d = this.dirty.get(key);
-    if (!d) {
-      d = new DirtyFile(c.row.id, n.ino, c.policy.segmentSize, n.size, n.mtime);
-      this.dirty.set(key, d);
-    }
     const segSize = c.policy.segmentSize;
     const src = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    let pos = 0;
-    while (pos < src.length) {
+    const pieces: { idx: number; within: number; pos: number; len: number }[] = [];
+    for (let pos = 0; pos < src.length;) {
       const abs = offset + pos;
       const idx = Math.floor(abs / segSize);
       const within = abs - idx * segSize;
       const len = Math.min(segSize - within, src.length - pos);
-      let seg = d.segs.get(idx);
-      if (!seg) {
-        const inFlight = d.flushing.get(idx);
-        if (inFlight) seg = Buffer.from(inFlight);
-        else if (within === 0 && len === segSize) seg = Buffer.allocUnsafe(segSize);
-        else seg = await this.committedSegment(c, HEAD, p, n.ino, idx);
-        // `d` may have been flushed and replaced while we awaited the base segment
-        const cur = this.dirty.get(key);
-        if (cur !== d) {
-          if (!cur) this.dirty.set(key, d);
-          else d = cur;
-        }
-        d.segs.set(idx, d.segs.get(idx) ?? seg);
-        seg = d.segs.get(idx)!;
-      }
-      src.copy(seg, within, pos, pos + len);
+      pieces.push({ idx, within, pos, len });
       pos += len;
     }
-    d.size = Math.max(d.size, offset + src.length);
-    d.mtimeMs = Date.now();
-    if (this.dirtyBytes() > this.maxDirty) await this.flushFile(c, d);
-    return src.length;
+    for (let attempt = 0; ; attempt++) {
+      if (attempt > 8) throw new SpaceError('UNAVAILABLE', `${p} keeps changing under a write; retry`, { errno: 'EBUSY' });
+      const n = this.lookupFile(c, HEAD, p);
+      const key = dirtyKey(c.row.id, n.ino);
+      const generation = this.invalidations;
+      const bases = new Map<number, Buffer>();
+      for (const pc of pieces) {
+        if (pc.len === segSize || this.dirty.get(key)?.lookup(pc.idx)) continue;
+        bases.set(pc.idx, await this.committedSegment(c, HEAD, p, n.ino, pc.idx));
+      }
+      if (this.invalidations !== generation) continue;
+      // From here on: no awaits until the write is applied.
+      let d = this.dirty.get(key);
+      const missing = pieces.some((pc) => pc.len !== segSize && !d?.lookup(pc.idx) && !bases.has(pc.idx));
+      if (missing) continue; // a flush committed a segment we skipped loading: load it now
+      if (!d) {
+        const cur = this.inode(c.row.id, HEAD, n.ino);
+        if (!cur) continue;
+        d = new DirtyFile(c.row.id, n.ino, segSize, cur.size, cur.mtime);
+        this.dirty.set(key, d);
+      }
+      for (const pc of pieces) {
+        let seg = d.segs.get(pc.idx);
+        if (!seg) {
+          const inFlight = d.flushing.get(pc.idx);
+          seg = inFlight ? Buffer.from(inFlight) : bases.get(pc.idx) ?? Buffer.alloc(segSize);
+          d.segs.set(pc.idx, seg);
+        }
+        src.copy(seg, pc.within, pc.pos, pc.pos + pc.len);
+      }
+      d.size = Math.max(d.size, offset + src.length);
+      d.mtimeMs = Date.now();
+      if (this.dirtyBytes() > this.maxDirty) await this.flushFile(c, d);
+      return src.length;
+    }
   }
 
   private dirtyBytes(): number {
@@ -855,29 +903,45 @@ export class Store implements CapsuleApi {
         for (const s of stored) if (s.seg) this.unpin(s.seg.id);
       }
       if (d.segs.size === 0 && this.dirty.get(key) === d) this.dirty.delete(key);
-      this.emit('written', c.row);
+      this.emit('written', c.row, { path: this.pathOfIno(c.row.id, HEAD, d.ino) });
     });
   }
 
   async truncate(ref: string, p: string, size: number): Promise<void> {
     const c = this.capsule(ref);
+    p = normPath(p);
     if (!Number.isSafeInteger(size) || size < 0 || size > MAX_FILE_SIZE) throw invalid(`size ${size} must be a non-negative integer`);
     const n = this.lookupFile(c, HEAD, p);
-    const d = this.dirty.get(dirtyKey(c.row.id, n.ino));
-    if (d) await this.flushFile(c, d);
+    const key = dirtyKey(c.row.id, n.ino);
     const segSize = c.policy.segmentSize;
-    const now = Date.now();
-    // Shrinking only trims extent lengths: the segment stays verified as a whole and the bytes
-    // past the new length read as zeros if the file grows again. No data is rewritten.
-    this.db.transaction(() => {
-      const firstGone = Math.ceil(size / segSize);
-      this.db.prepare('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx >= ?').run(c.row.id, n.ino, firstGone);
-      if (size % segSize !== 0) {
-        const lastIdx = Math.floor(size / segSize);
-        this.db.prepare('UPDATE extents SET len = MIN(len, ?) WHERE capsule = ? AND version = 0 AND ino = ? AND idx = ?').run(size - lastIdx * segSize, c.row.id, n.ino, lastIdx);
+    // Under the file lock (no flush in progress) and without awaiting: buffered segments and
+    // committed extents are cut in one step, so no write can slip between the two.
+    await this.fileLocks.run(key, async () => {
+      if (!this.inode(c.row.id, HEAD, n.ino)) throw notFound(`${p} not found in capsule ${c.row.name}`);
+      const now = Date.now();
+      const d = this.dirty.get(key);
+      if (d) {
+        for (const [idx, buf] of d.segs) {
+          const start = idx * segSize;
+          if (start >= size) d.segs.delete(idx);
+          else if (start + segSize > size) buf.fill(0, size - start);
+        }
+        d.size = size;
+        d.mtimeMs = now;
       }
-      this.db.prepare('UPDATE inodes SET size = ?, mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(size, now, now, c.row.id, n.ino);
-    })();
+      // Shrinking only trims extent lengths: the segment stays verified as a whole and the bytes
+      // past the new length read as zeros if the file grows again. No data is rewritten.
+      this.db.transaction(() => {
+        const firstGone = Math.ceil(size / segSize);
+        this.db.prepare('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx >= ?').run(c.row.id, n.ino, firstGone);
+        if (size % segSize !== 0) {
+          const lastIdx = Math.floor(size / segSize);
+          this.db.prepare('UPDATE extents SET len = MIN(len, ?) WHERE capsule = ? AND version = 0 AND ino = ? AND idx = ?').run(size - lastIdx * segSize, c.row.id, n.ino, lastIdx);
+        }
+        this.db.prepare('UPDATE inodes SET size = ?, mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(size, now, now, c.row.id, n.ino);
+      })();
+      this.invalidations++;
+    });
     this.emit('written', c.row, { path: p });
   }
 
@@ -1002,13 +1066,7 @@ export class Store implements CapsuleApi {
         problems.push({ capsule: r.name, problem: `cannot load keys: ${(e as Error).message}` });
       }
     }
-    const pathOf = (capsule: string, version: number, ino: number): string => {
-      const parts: string[] = [];
-      for (let n = this.db.prepare('SELECT parent, name FROM inodes WHERE capsule = ? AND version = ? AND ino = ?').get(capsule, version, ino) as { parent: number; name: string } | undefined; n && n.parent !== 0; n = this.db.prepare('SELECT parent, name FROM inodes WHERE capsule = ? AND version = ? AND ino = ?').get(capsule, version, n.parent) as { parent: number; name: string } | undefined) {
-        parts.unshift(n.name);
-      }
-      return parts.join('/');
-    };
+    const pathOf = (capsule: string, version: number, ino: number) => this.pathOfIno(capsule, version, ino);
     const refsOf = this.db.prepare('SELECT e.capsule, e.version, e.ino, e.idx, c.name, json_extract(c.policy, \'$.segmentSize\') AS seg_size FROM extents e JOIN capsules c ON c.id = e.capsule WHERE e.seg = ?');
     const report = (seg: string, problem: string) => {
       const refs = refsOf.all(seg) as { capsule: string; version: number; ino: number; idx: number; name: string; seg_size: number }[];

@@ -325,6 +325,7 @@ describe('FUSE views (host kernel, real tools)', function () {
     fs.writeFileSync(file, '');
     assert.equal((await rejects(views.mount({ ref: 'fz', target: file, rw: true }), 'FAILED_PRECONDITION', /not a directory/)).errno, 'ENOTDIR');
     await rejects(views.mount({ ref: 'fz', target: 'relative/dir', rw: true }), 'INVALID_ARGUMENT');
+    await rejects(views.mount({ ref: 'fz', target: `${mnt}/nested`, rw: true }), 'INVALID_ARGUMENT', /inside the FUSE view/);
     await rejects(views.unmount(path.join(root, 'never-mounted')), 'NOT_FOUND');
     assert.deepEqual(views.list().map((v) => v.target), [mnt]);
   });
@@ -367,6 +368,9 @@ describe('FUSE views (host kernel, real tools)', function () {
     assert.equal(fs.readFileSync(path.join(t, 'dir/small.txt'), 'utf8'), small.toString());
     assert.equal(fs.statSync(path.join(t, 'big.bin')).mode & 0o222, 0, 'files are read-only');
     assert.equal(fs.statSync(path.join(t, 'dir')).mode & 0o222, 0, 'directories are read-only');
+    const sparse = fs.statSync(path.join(t, 'sparse.img'));
+    assert.equal(sparse.size, 64 << 20);
+    assert.ok(sparse.blocks * 512 <= 2 << 20, `the copy keeps holes (${sparse.blocks} blocks)`);
     const warn = logged('view.content-file').find((l) => l.target === t);
     assert.ok(warn && /COPY/.test(String(warn.msg)), 'the copy is logged as a copy');
     assert.deepEqual(m.list().map((v) => v.kind), ['content-file']);

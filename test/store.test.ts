@@ -232,6 +232,45 @@ describe('capsule store', function () {
     assert.deepEqual(await store.read('b', 'f', 0, data.length), data);
   });
 
+  it('a buffered write racing a put or truncate never resurrects old bytes', async () => {
+    await store.create({ id: 'race', policy: validatePolicy({ segmentSize: '64KiB' }) });
+    const oldData = prand(200_000, 21);
+    const newData = prand(200_000, 22);
+    // newData's segments already exist, so the racing put commits without any file I/O: it
+    // lands while the write is still reading its (old) base segment from disk.
+    await store.put('race', 'copy-of-new', chunks(newData));
+    for (let round = 0; round < 10; round++) {
+      await store.put('race', 'f', chunks(oldData));
+      const w = store.writeBuffered('race', 'f', 70_000 + round, Buffer.from('XY'));
+      const p = store.put('race', 'f', chunks(newData, 1 << 20));
+      await Promise.all([w, p]);
+      await store.flush('race', 'f');
+      const got = await store.read('race', 'f', 0, 300_000);
+      assert.equal(got.length, newData.length);
+      newData.copy(got, 70_000 + round, 70_000 + round, 70_002 + round); // the write may land before or after the put
+      assert.ok(got.equals(newData), `round ${round}: old bytes came back after the put`);
+    }
+    // truncate while a flush of buffered data is in flight
+    await store.put('race', 'g', chunks(Buffer.alloc(0)));
+    await store.writeBuffered('race', 'g', 0, Buffer.alloc(300_000, 0x33));
+    const f = store.flush('race', 'g');
+    const t = store.truncate('race', 'g', 1000);
+    await Promise.all([f, t]);
+    await store.writeBuffered('race', 'g', 5000, Buffer.from('Z'));
+    await store.flush('race', 'g');
+    const g = await store.read('race', 'g', 0, 1 << 20);
+    assert.equal(g.length, 5001);
+    assert.ok(g.subarray(0, 1000).equals(Buffer.alloc(1000, 0x33)));
+    assert.ok(g.subarray(1000, 5000).equals(Buffer.alloc(4000)), 'bytes past the truncation read as zeros');
+  });
+
+  it('normalises paths in messages and events', async () => {
+    await store.create({ id: 'np' });
+    await store.put('np', '/dir//f.txt', chunks(Buffer.from('x')));
+    assert.equal((await store.read('np', 'dir/f.txt', 0, 1)).toString(), 'x');
+    await assert.rejects(store.read('np', '/dir//missing', 0, 1), /dir\/missing not found/);
+  });
+
   it('rejects bad input with clear errors', async () => {
     await rejectsWith(store.create({ id: 'Bad_ID' }), 'INVALID_ARGUMENT', /must be a UUID or DNS label/);
     await store.create({ id: '550e8400-e29b-41d4-a716-446655440000', name: 'named' });
