@@ -4,11 +4,8 @@
  * copy taken at mount time, not a projection: later changes to the capsule do not appear, and
  * nothing written there reaches the capsule (files and directories are made read-only to say so).
  */
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { CapsuleApi } from '../../capsule/api.js';
 
 export type CopyStore = Pick<CapsuleApi, 'readdir' | 'readStream'>;
@@ -42,14 +39,42 @@ async function copyDir(store: CopyStore, id: string, rel: string, dir: string, r
       await fsp.chmod(dest, 0o555);
       report.dirs++;
     } else {
-      // 'wx': the target was checked empty; never follow or overwrite anything placed meanwhile.
-      await pipeline(Readable.from(store.readStream(id, childRel)), fs.createWriteStream(dest, { flags: 'wx', mode: 0o600 }));
+      await copyFile(store, id, childRel, dest);
       await fsp.chmod(dest, (e.attr.mode & 0o555) | 0o444);
       report.files++;
       report.bytes += e.attr.size;
     }
     await fsp.utimes(dest, e.attr.atimeMs / 1000, e.attr.mtimeMs / 1000);
   }
+}
+
+/**
+ * Copy one file, keeping holes: all-zero pieces (at most one segment each) are skipped and the
+ * size is set at the end, so a sparse block-volume capsule stays sparse on the local disk.
+ */
+async function copyFile(store: CopyStore, id: string, rel: string, dest: string): Promise<void> {
+  // 'wx': the target was checked empty; never follow or overwrite anything placed meanwhile.
+  const fh = await fsp.open(dest, 'wx', 0o600);
+  try {
+    let pos = 0;
+    for await (const piece of store.readStream(id, rel)) {
+      if (!isZero(piece)) await fh.write(piece, 0, piece.length, pos);
+      pos += piece.length;
+    }
+    await fh.truncate(pos);
+  } finally {
+    await fh.close();
+  }
+}
+
+const zeros = Buffer.alloc(1 << 20);
+
+function isZero(b: Buffer): boolean {
+  for (let off = 0; off < b.length; off += zeros.length) {
+    const n = Math.min(zeros.length, b.length - off);
+    if (!b.subarray(off, off + n).equals(zeros.subarray(0, n))) return false;
+  }
+  return true;
 }
 
 /** Remove a copy placed by placeContentCopy; `target` itself stays (as a mount point would). */

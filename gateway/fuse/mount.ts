@@ -64,7 +64,6 @@ export class FuseMount {
     readonly mountOptions: string[],
     private readonly store: MountableStore,
     private readonly log: Logger,
-    private readonly unmountOpts: UnmountOptions,
     private fuse: SpaceFuse | undefined,
   ) {}
 
@@ -84,7 +83,7 @@ export class FuseMount {
 
     const { ops, stats } = createFuseOps({ store: o.store, capsuleId, readOnly: o.readOnly, logger: log, statfsDir: o.store.dir });
     const extra = ['use_ino', 'big_writes', `max_write=${IO_SIZE}`, ...(o.readOnly ? ['ro'] : [])];
-    const m = new FuseMount(capsuleId, target, o.readOnly, stats, extra, o.store, log, unmountOpts, undefined);
+    const m = new FuseMount(capsuleId, target, o.readOnly, stats, extra, o.store, log, undefined);
     const fuse = createSpaceFuse(target, ops, {
       timeout: o.opTimeoutMs ?? 60_000,
       force: false, // prepareTarget already cleaned a stale mount, with a probe that cannot hang

@@ -40,13 +40,13 @@ export interface FuseStats {
 }
 
 const O_ACCMODE = 3;
-const NO_ID = 0xffffffff; // chown(2) passes (uid_t)-1 for "leave unchanged"
+
 /**
- * utimensat's UTIME_NOW / UTIME_OMIT have tv_sec 0 and tv_nsec near 2^30; fuse-native flattens a
- * timespec to milliseconds, so both arrive as 1073 and cannot be told apart. "Now" is the useful
- * reading for both (touch, touch -a/-m).
+ * FUSE paths are absolute ("/a/b", "/" for the root); the store accepts that too, but its
+ * messages, logs and change events then differ from every other front end's ("a/b").
  */
-const UTIME_SENTINEL_MS = Math.floor(((1 << 30) - 1) / 1e6);
+const rel = (p: string) => p.replace(/^\/+/, '');
+const NO_ID = 0xffffffff; // chown(2) passes (uid_t)-1 for "leave unchanged"
 
 export function createFuseOps(o: FuseOpsOptions): { ops: FuseOperations; stats: FuseStats } {
   const { store, capsuleId: id } = o;
@@ -101,24 +101,22 @@ export function createFuseOps(o: FuseOpsOptions): { ops: FuseOperations; stats: 
   /** Commit buffered writes of a file; one removed meanwhile has nothing left to commit. */
   const flushFile = async (p: string) => {
     try {
-      await store.flush(id, p);
+      await store.flush(id, rel(p));
     } catch (e) {
       if (mapError(e).code !== ENOENT) throw e;
     }
   };
 
-  const timeArg = (ms: number) => (ms === UTIME_SENTINEL_MS ? Date.now() : ms);
-
   const ops: FuseOperations = {
     getattr(p, cb) {
-      serve('getattr', p, cb, () => store.getattr(id, p), (a) => cb(0, toStat(a)));
+      serve('getattr', p, cb, () => store.getattr(id, rel(p)), (a) => cb(0, toStat(a)));
     },
 
     readdir(p, cb) {
       serve('readdir', p, cb, async () => {
-        const entries = await store.readdir(id, p);
-        const self = await store.getattr(id, p);
-        const parent = p === '/' ? self : await store.getattr(id, path.posix.dirname(p));
+        const entries = await store.readdir(id, rel(p));
+        const self = await store.getattr(id, rel(p));
+        const parent = p === '/' ? self : await store.getattr(id, rel(path.posix.dirname(p)));
         return {
           names: ['.', '..', ...entries.map((e) => e.name)],
           stats: [toStat(self), toStat(parent), ...entries.map((e) => toStat(e.attr))],
@@ -137,12 +135,12 @@ export function createFuseOps(o: FuseOpsOptions): { ops: FuseOperations; stats: 
 
     create(p, mode, cb) {
       if (denied(cb)) return;
-      serve('create', p, cb, () => store.createFile(id, p, mode & 0o7777), () => cb(0, handle()));
+      serve('create', p, cb, () => store.createFile(id, rel(p), mode & 0o7777), () => cb(0, handle()));
     },
 
     read(p, _fd, buf, len, pos, cb) {
       serve('read', p, cb, async () => {
-        const data = await store.read(id, p, pos, len);
+        const data = await store.read(id, rel(p), pos, len);
         // Copy before replying: fuse-native detaches `buf` once the reply is sent.
         const n = data.copy(buf, 0, 0, Math.min(data.length, len));
         stats.reads++;
@@ -156,7 +154,7 @@ export function createFuseOps(o: FuseOpsOptions): { ops: FuseOperations; stats: 
       serve('write', p, cb, async () => {
         // `buf` is libfuse's request buffer, valid until we reply; the store copies it into its
         // dirty segment before resolving.
-        const n = await store.writeBuffered(id, p, pos, buf.subarray(0, len));
+        const n = await store.writeBuffered(id, rel(p), pos, buf.subarray(0, len));
         stats.writes++;
         stats.writeBytes += n;
         if (len > stats.maxWriteBytes) stats.maxWriteBytes = len;
@@ -191,17 +189,17 @@ export function createFuseOps(o: FuseOpsOptions): { ops: FuseOperations; stats: 
 
     truncate(p, size, cb) {
       if (denied(cb)) return;
-      serve('truncate', p, cb, () => store.truncate(id, p, size), () => cb(0));
+      serve('truncate', p, cb, () => store.truncate(id, rel(p), size), () => cb(0));
     },
 
     ftruncate(p, _fd, size, cb) {
       if (denied(cb)) return;
-      serve('ftruncate', p, cb, () => store.truncate(id, p, size), () => cb(0));
+      serve('ftruncate', p, cb, () => store.truncate(id, rel(p), size), () => cb(0));
     },
 
     chmod(p, mode, cb) {
       if (denied(cb)) return;
-      serve('chmod', p, cb, () => store.setattr(id, p, { mode: mode & 0o7777 }), () => cb(0));
+      serve('chmod', p, cb, () => store.setattr(id, rel(p), { mode: mode & 0o7777 }), () => cb(0));
     },
 
     chown(p, uid, gid, cb) {
@@ -209,39 +207,65 @@ export function createFuseOps(o: FuseOpsOptions): { ops: FuseOperations; stats: 
       const a: SetAttr = {};
       if (uid !== NO_ID && uid !== -1) a.uid = uid;
       if (gid !== NO_ID && gid !== -1) a.gid = gid;
-      serve('chown', p, cb, () => store.setattr(id, p, a), () => cb(0));
+      serve('chown', p, cb, () => store.setattr(id, rel(p), a), () => cb(0));
     },
 
-    // fuse-native 2.2.6 passes the atime in both arguments (its C glue copies l->atime twice), so
-    // an explicit mtime that differs from the atime cannot be honoured: both get the atime.
+    // libfuse 2.9 calls this only when both times are set (it resolves UTIME_NOW itself and
+    // drops atime-only or mtime-only changes), and fuse-native 2.2.6 then passes the atime in
+    // both arguments (its C glue copies l->atime twice). So `touch` and `touch -d` work, but an
+    // mtime that differs from the atime (cp -p, tar, rsync -t) is stored as that atime.
     utimens(p, atime, mtime, cb) {
       if (denied(cb)) return;
-      serve('utimens', p, cb, () => store.setattr(id, p, { atimeMs: timeArg(atime), mtimeMs: timeArg(mtime) }), () => cb(0));
+      serve('utimens', p, cb, () => store.setattr(id, rel(p), { atimeMs: atime, mtimeMs: mtime }), () => cb(0));
     },
 
     mkdir(p, mode, cb) {
       if (denied(cb)) return;
-      serve('mkdir', p, cb, () => store.mkdir(id, p, mode & 0o7777), () => cb(0));
+      serve('mkdir', p, cb, () => store.mkdir(id, rel(p), mode & 0o7777), () => cb(0));
     },
 
     unlink(p, cb) {
       if (denied(cb)) return;
-      serve('unlink', p, cb, () => store.unlink(id, p), () => cb(0));
+      serve('unlink', p, cb, () => store.unlink(id, rel(p)), () => cb(0));
     },
 
     rmdir(p, cb) {
       if (denied(cb)) return;
-      serve('rmdir', p, cb, () => store.rmdir(id, p), () => cb(0));
+      serve('rmdir', p, cb, () => store.rmdir(id, rel(p)), () => cb(0));
     },
 
     rename(src, dest, cb) {
       if (denied(cb)) return;
-      serve('rename', src, cb, () => store.rename(id, src, dest), () => cb(0));
+      serve('rename', src, cb, () => store.rename(id, rel(src), rel(dest)), () => cb(0));
     },
 
     statfs(p, cb) {
       serve('statfs', p, cb, () => statfsOf(o.statfsDir), (s) => cb(0, s));
     },
   };
-  return { ops, stats };
+  return { ops: guarded(ops, log, EIO), stats };
+}
+
+/**
+ * Last line of defence for the synchronous part of each handler (argument handling, a throwing
+ * callback): the error is logged and, if possible, the request answered with EIO.
+ */
+function guarded(ops: FuseOperations, log: Logger, eio: number): FuseOperations {
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(ops) as [string, (...a: unknown[]) => void][]) {
+    out[name] = (...args: unknown[]) => {
+      try {
+        fn(...args);
+      } catch (e) {
+        log.error('fuse.op.threw', { op: name, path: typeof args[0] === 'string' ? args[0] : undefined, err: e });
+        const cb = args[args.length - 1];
+        try {
+          if (typeof cb === 'function') (cb as (code: number) => void)(eio);
+        } catch {
+          // the binding refused the reply too; nothing more can be done for this request
+        }
+      }
+    };
+  }
+  return out as FuseOperations;
 }

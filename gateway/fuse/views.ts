@@ -45,6 +45,13 @@ export class LocalViewManager implements ViewManager {
     if (this.views.has(target) || this.busy.has(target)) {
       throw new SpaceError('ALREADY_EXISTS', `a view is already mounted at ${target}`, { errno: 'EBUSY', details: { target } });
     }
+    // Mounting goes through a synchronous mount(2) in the binding; inside one of our own FUSE
+    // mounts the kernel would need this (blocked) thread to answer the lookup: a deadlock.
+    for (const v of this.views.values()) {
+      if (v.fuse && isInside(target, v.info.target)) {
+        throw invalid(`target ${target} is inside the FUSE view at ${v.info.target} served by this process; mount it elsewhere`);
+      }
+    }
     this.busy.add(target);
     try {
       const view = this.fuse.ok ? await this.mountFuse(spec, target) : await this.placeCopy(spec, target, this.fuse.reason);
@@ -107,6 +114,11 @@ export class LocalViewManager implements ViewManager {
     const results = await Promise.allSettled([...this.views.keys()].map((t) => this.unmountOne(t, true)));
     for (const r of results) if (r.status === 'rejected') this.log.error('views.close.failed', { err: r.reason });
   }
+}
+
+function isInside(p: string, dir: string): boolean {
+  const rel = path.relative(dir, p);
+  return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
 }
 
 function resolveTarget(target: string): string {
