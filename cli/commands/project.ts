@@ -82,6 +82,7 @@ async function mountBackground(dataDir: string, spec: MountSpec): Promise<void> 
   fs.mkdirSync(logDir, { recursive: true });
   const logFile = path.join(logDir, 'mount.log');
   const fd = fs.openSync(logFile, 'a');
+  const logStart = fs.fstatSync(fd).size;
   const self = fileURLToPath(new URL('../spacectl.js', import.meta.url));
   const args = [self, 'project', 'mount', '--id', spec.ref, '--target', spec.target, '--data-dir', dataDir, '--foreground', '--exit-when-idle', ...(spec.rw ? ['--rw'] : [])];
   const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd] });
@@ -89,16 +90,14 @@ async function mountBackground(dataDir: string, spec: MountSpec): Promise<void> 
   let exited: number | null = null;
   child.on('exit', (code) => (exited = code ?? 1));
   const deadline = Date.now() + 30_000;
-  const tail = () => fs.readFileSync(logFile, 'utf8').trim().split('\n').slice(-5).map((l) => {
-    try {
-      const j = JSON.parse(l) as { event?: string; err?: { message?: string }; message?: string };
-      return j.err?.message ?? j.message ?? l;
-    } catch {
-      return l;
-    }
-  }).join('\n');
+  // The child's own error line ("spacectl: ...") says what went wrong; its JSON log is context.
+  const reason = () => {
+    const lines = fs.readFileSync(logFile, 'utf8').slice(logStart).trim().split('\n');
+    const own = lines.filter((l) => l.startsWith('spacectl: ')).map((l) => l.slice('spacectl: '.length));
+    return own.length ? own.join('\n') : `${lines.slice(-5).join('\n')}\n(see ${logFile})`;
+  };
   while (Date.now() < deadline) {
-    if (exited !== null) throw new SpaceError('FAILED_PRECONDITION', `mount failed:\n${tail()}`);
+    if (exited !== null) throw new SpaceError('FAILED_PRECONDITION', reason());
     const owner = readOwner(dataDir);
     if (owner?.endpoint && owner.pid === child.pid) {
       const client = new GatewayClient(owner.endpoint);
