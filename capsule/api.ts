@@ -40,7 +40,10 @@ export interface CapsuleApi {
 
   /** Stream a whole file into the capsule (replaces it atomically on success). Bounded memory. */
   put(ref: string, path: string, source: AsyncIterable<Uint8Array>, opts?: PutOptions): Promise<FileAttr>;
-  /** Random-access read; short only at end of file. */
+  /**
+   * Random-access read; short only at end of file. The result may be a view of the store's
+   * verified-segment cache: treat it as read-only.
+   */
   read(ref: string, path: string, offset: number, length: number, version?: VersionSel): Promise<Buffer>;
   /** Stream a range (default whole file) in pieces of at most one segment. */
   readStream(ref: string, path: string, opts?: { offset?: number; length?: number; version?: VersionSel }): AsyncIterable<Buffer>;

@@ -18,28 +18,47 @@ export class SegmentFiles {
     this.tmp = path.join(dir, 'tmp');
     fs.mkdirSync(this.root, { recursive: true });
     fs.mkdirSync(this.tmp, { recursive: true });
+    // All 256 fan-out directories up front: no mkdir on the write path.
+    for (let i = 0; i < 256; i++) fs.mkdirSync(path.join(this.root, i.toString(16).padStart(2, '0')), { recursive: true });
   }
 
   pathOf(id: string): string {
     return path.join(this.root, id.slice(0, 2), id);
   }
 
+  /**
+   * Write a segment. It is written straight to its final name: nothing references it until the
+   * metadata commit that follows, and a crash before that leaves an orphan that recovery removes,
+   * so a rename adds nothing but a syscall. If the name exists already (two writers of the same
+   * content), the blob is written aside and renamed over it, which is atomic for readers.
+   */
   async write(id: string, blob: Buffer): Promise<void> {
-    const tmp = path.join(this.tmp, `${id}.${crypto.randomBytes(6).toString('hex')}`);
     const dest = this.pathOf(id);
-    let fh: fsp.FileHandle | undefined;
     try {
-      fh = await fsp.open(tmp, 'wx', 0o600);
+      await this.writeNew(dest, blob);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+        await fsp.rm(dest, { force: true }).catch(() => {});
+        throw fromFsError(e, `writing segment ${id.slice(0, 16)}`);
+      }
+      const tmp = path.join(this.tmp, `${id}.${crypto.randomBytes(6).toString('hex')}`);
+      try {
+        await this.writeNew(tmp, blob);
+        await fsp.rename(tmp, dest);
+      } catch (e2) {
+        await fsp.rm(tmp, { force: true }).catch(() => {});
+        throw fromFsError(e2, `writing segment ${id.slice(0, 16)}`);
+      }
+    }
+  }
+
+  private async writeNew(file: string, blob: Buffer): Promise<void> {
+    const fh = await fsp.open(file, 'wx', 0o600);
+    try {
       await fh.writeFile(blob);
       if (this.fsync) await fh.datasync();
+    } finally {
       await fh.close();
-      fh = undefined;
-      await fsp.mkdir(path.dirname(dest), { recursive: true });
-      await fsp.rename(tmp, dest);
-    } catch (e) {
-      await fh?.close().catch(() => {});
-      await fsp.rm(tmp, { force: true }).catch(() => {});
-      throw fromFsError(e, `writing segment ${id.slice(0, 16)}`);
     }
   }
 

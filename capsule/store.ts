@@ -26,7 +26,8 @@ import { silentLogger, type Logger } from './log.js';
 import { defaultPolicy, validatePolicy, type Policy } from './policy.js';
 import { normPath, parentAndName, splitPath } from './paths.js';
 import { HEAD, ROOT_INO, T_DIR, T_FILE, migrate } from './schema.js';
-import { decodeSegment, encodeSegment, segmentAddress, type SegmentKeys } from './segment-codec.js';
+import { HEADER_BYTES, decodeSegment, type SegmentKeys } from './segment-codec.js';
+import { isZero, sharedCodecPool, type CodecPool } from './codec-pool.js';
 import { SegmentFiles } from './segment-files.js';
 import { SegmentCache } from './cache.js';
 import { KeyedMutex } from './mutex.js';
@@ -45,6 +46,8 @@ export interface StoreOptions {
   fsync?: boolean;
   /** Buffered (filesystem view) writes held before a forced flush (default 64 MiB). */
   maxDirtyBytes?: number;
+  /** Segment crypto: a worker pool (default, shared per process) or inline on the event loop. */
+  codecPool?: CodecPool;
 }
 
 interface CapsuleRow {
@@ -88,6 +91,10 @@ const ID_RE = /^[a-z0-9]([-a-z0-9]{0,62}[a-z0-9])?$/;
 const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 const MAX_FILE_SIZE = 2 ** 50;
 const MAX_WATCH_BACKLOG = 10_000;
+/** Segments of one put being encoded or written at once. */
+const PUT_WINDOW = 6;
+/** Segments a stream reader keeps in flight ahead of its consumer. */
+const READ_AHEAD = 4;
 
 export class Store implements CapsuleApi {
   readonly events = new EventEmitter();
@@ -105,6 +112,10 @@ export class Store implements CapsuleApi {
   /** Segments referenced by writes not yet committed: GC must not take them. */
   private readonly pins = new Map<string, number>();
   private readonly maxDirty: number;
+  private readonly codec: CodecPool;
+  /** Segment loads in flight, so concurrent readers of one segment decode it once. */
+  private readonly loading = new Map<string, Promise<Buffer>>();
+  private readonly statements = new Map<string, Database.Statement>();
   /** Bumped whenever file contents are replaced or cut outside the write path (see writeBuffered). */
   private invalidations = 0;
   private closed = false;
@@ -126,6 +137,7 @@ export class Store implements CapsuleApi {
     this.kek = opts.kekProvider ?? new FileKekProvider(path.join(dir, 'keys'));
     this.cache = new SegmentCache(opts.cacheBytes ?? 64 << 20);
     this.maxDirty = opts.maxDirtyBytes ?? 64 << 20;
+    this.codec = opts.codecPool ?? sharedCodecPool();
     this.files = new SegmentFiles(dir, opts.fsync ?? true);
     try {
       this.db = new Database(path.join(dir, 'meta.db'));
@@ -143,7 +155,7 @@ export class Store implements CapsuleApi {
   /** Remove what an interrupted process left: temp files and segments no metadata references. */
   private recover(staleLockRemoved: boolean): RecoveryReport {
     const tempFilesRemoved = this.files.clearTmp();
-    const known = this.db.prepare('SELECT 1 FROM segments WHERE id = ?').pluck();
+    const known = this.stmt('SELECT 1 FROM segments WHERE id = ?').pluck();
     let orphanSegmentsRemoved = 0;
     for (const id of this.files.listIds()) {
       if (!known.get(id)) {
@@ -171,6 +183,16 @@ export class Store implements CapsuleApi {
     if (this.closed) throw new SpaceError('UNAVAILABLE', 'store is closed');
   }
 
+  /** Prepared statements, compiled once: preparing costs more than running most of them. */
+  private stmt(sql: string): Database.Statement {
+    let st = this.statements.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.statements.set(sql, st);
+    }
+    return st;
+  }
+
   private emit(kind: ChangeKind, c: CapsuleRow, extra: { path?: string; version?: number } = {}): void {
     const ev: ChangeEvent = { kind, capsule: c.id, name: c.name, at: new Date().toISOString(), ...extra };
     this.events.emit('change', ev);
@@ -179,18 +201,18 @@ export class Store implements CapsuleApi {
   // ---------------------------------------------------------------- keys and capsules
 
   private domainHashKey(domain: string, kekRef: string | null): Buffer {
-    const row = this.db.prepare('SELECT hash_key FROM domains WHERE name = ?').get(domain) as { hash_key: Buffer } | undefined;
+    const row = this.stmt('SELECT hash_key FROM domains WHERE name = ?').get(domain) as { hash_key: Buffer } | undefined;
     if (row) return kekRef ? unwrapKey(this.kek.kek(kekRef), row.hash_key, `domain ${domain}`) : row.hash_key;
     const key = crypto.randomBytes(KEY_BYTES);
     const stored = kekRef ? wrapKey(this.kek.kek(kekRef), key, `domain ${domain}`) : key;
-    this.db.prepare('INSERT INTO domains (name, kek_ref, hash_key) VALUES (?, ?, ?)').run(domain, kekRef, stored);
+    this.stmt('INSERT INTO domains (name, kek_ref, hash_key) VALUES (?, ?, ?)').run(domain, kekRef, stored);
     return key;
   }
 
   private dataKeyById = (id: number): Buffer => {
     const hit = this.dataKeys.get(id);
     if (hit) return hit;
-    const row = this.db.prepare('SELECT kek_ref, wrapped FROM data_keys WHERE id = ?').get(id) as { kek_ref: string; wrapped: Buffer } | undefined;
+    const row = this.stmt('SELECT kek_ref, wrapped FROM data_keys WHERE id = ?').get(id) as { kek_ref: string; wrapped: Buffer } | undefined;
     if (!row) throw new Error(`data key ${id} is unknown`);
     const key = unwrapKey(this.kek.kek(row.kek_ref), row.wrapped, `data key ${id}`);
     this.dataKeys.set(id, key);
@@ -212,7 +234,7 @@ export class Store implements CapsuleApi {
   private capsule(ref: string): Capsule {
     this.live();
     if (typeof ref !== 'string' || ref.length === 0) throw invalid('a capsule id or name is required');
-    const row = this.db.prepare('SELECT * FROM capsules WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1').get(ref, ref, ref) as CapsuleRow | undefined;
+    const row = this.stmt('SELECT * FROM capsules WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1').get(ref, ref, ref) as CapsuleRow | undefined;
     if (!row) throw notFound(`capsule ${ref} not found`);
     return this.loadCapsule(row);
   }
@@ -222,7 +244,7 @@ export class Store implements CapsuleApi {
   }
 
   private info(c: Capsule): CapsuleInfo {
-    const versions = this.db.prepare('SELECT version, created, logical_size FROM versions WHERE capsule = ? AND version > 0 ORDER BY version').all(c.row.id) as { version: number; created: string; logical_size: number }[];
+    const versions = this.stmt('SELECT version, created, logical_size FROM versions WHERE capsule = ? AND version > 0 ORDER BY version').all(c.row.id) as { version: number; created: string; logical_size: number }[];
     const info: CapsuleInfo = {
       id: c.row.id,
       name: c.row.name,
@@ -242,13 +264,13 @@ export class Store implements CapsuleApi {
     let dataKey: number | null = null;
     if (enc) {
       const key = crypto.randomBytes(KEY_BYTES);
-      const res = this.db.prepare('INSERT INTO data_keys (kek_ref, wrapped) VALUES (?, ?)').run(policy.encryption.keyRef, Buffer.alloc(0));
+      const res = this.stmt('INSERT INTO data_keys (kek_ref, wrapped) VALUES (?, ?)').run(policy.encryption.keyRef, Buffer.alloc(0));
       dataKey = Number(res.lastInsertRowid);
-      this.db.prepare('UPDATE data_keys SET wrapped = ? WHERE id = ?').run(wrapKey(this.kek.kek(policy.encryption.keyRef), key, `data key ${dataKey}`), dataKey);
+      this.stmt('UPDATE data_keys SET wrapped = ? WHERE id = ?').run(wrapKey(this.kek.kek(policy.encryption.keyRef), key, `data key ${dataKey}`), dataKey);
       this.dataKeys.set(dataKey, key);
     }
     const row: CapsuleRow = { id, name, policy: JSON.stringify(policy), domain, data_key: dataKey, created: new Date().toISOString(), next_ino: nextIno, origin: origin ? JSON.stringify(origin) : null };
-    this.db.prepare('INSERT INTO capsules (id, name, policy, domain, data_key, created, next_ino, origin) VALUES (@id, @name, @policy, @domain, @data_key, @created, @next_ino, @origin)').run(row);
+    this.stmt('INSERT INTO capsules (id, name, policy, domain, data_key, created, next_ino, origin) VALUES (@id, @name, @policy, @domain, @data_key, @created, @next_ino, @origin)').run(row);
     return row;
   }
 
@@ -257,7 +279,7 @@ export class Store implements CapsuleApi {
     if (typeof id !== 'string' || !ID_RE.test(id)) throw invalid(`capsule id ${JSON.stringify(id)} must be a UUID or DNS label (lower-case letters, digits, '-'; at most 64 characters)`);
     const name = opts.name ?? id;
     if (typeof name !== 'string' || !NAME_RE.test(name)) throw invalid(`capsule name ${JSON.stringify(name)} must be a DNS subdomain name (lower-case letters, digits, '-' and '.')`);
-    const clash = this.db.prepare('SELECT id, name FROM capsules WHERE id IN (?, ?) OR name IN (?, ?)').get(id, name, id, name) as { id: string; name: string } | undefined;
+    const clash = this.stmt('SELECT id, name FROM capsules WHERE id IN (?, ?) OR name IN (?, ?)').get(id, name, id, name) as { id: string; name: string } | undefined;
     if (clash) throw exists(`capsule ${clash.id === id || clash.name === id ? id : name} already exists`);
     return { id, name };
   }
@@ -296,7 +318,7 @@ export class Store implements CapsuleApi {
 
   async list(): Promise<CapsuleInfo[]> {
     this.live();
-    const rows = this.db.prepare('SELECT * FROM capsules ORDER BY name').all() as CapsuleRow[];
+    const rows = this.stmt('SELECT * FROM capsules ORDER BY name').all() as CapsuleRow[];
     return rows.map((r) => this.info(this.loadCapsule(r)));
   }
 
@@ -306,8 +328,8 @@ export class Store implements CapsuleApi {
     for (const [k, d] of this.dirty) if (d.capsule === id) this.dirty.delete(k);
     this.invalidations++;
     this.db.transaction(() => {
-      for (const t of ['extents', 'inodes', 'versions']) this.db.prepare(`DELETE FROM ${t} WHERE capsule = ?`).run(id);
-      this.db.prepare('DELETE FROM capsules WHERE id = ?').run(id);
+      for (const t of ['extents', 'inodes', 'versions']) this.stmt(`DELETE FROM ${t} WHERE capsule = ?`).run(id);
+      this.stmt('DELETE FROM capsules WHERE id = ?').run(id);
     })();
     this.capsules.delete(id);
     this.log.info('capsule.deleted', { capsule: id, name: c.row.name });
@@ -317,22 +339,22 @@ export class Store implements CapsuleApi {
   // ---------------------------------------------------------------- inodes
 
   private insertInode(capsule: string, version: number, n: InodeRow): void {
-    this.db.prepare('INSERT INTO inodes (capsule, version, ino, parent, name, type, mode, uid, gid, size, atime, mtime, ctime) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)')
+    this.stmt('INSERT INTO inodes (capsule, version, ino, parent, name, type, mode, uid, gid, size, atime, mtime, ctime) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)')
       .run(capsule, version, n.ino, n.parent, n.name, n.type, n.mode, n.uid, n.gid, n.size, n.atime, n.mtime, n.ctime);
   }
 
   private inode(capsule: string, version: number, ino: number): InodeRow | undefined {
-    return this.db.prepare('SELECT ino, parent, name, type, mode, uid, gid, size, atime, mtime, ctime FROM inodes WHERE capsule = ? AND version = ? AND ino = ?').get(capsule, version, ino) as InodeRow | undefined;
+    return this.stmt('SELECT ino, parent, name, type, mode, uid, gid, size, atime, mtime, ctime FROM inodes WHERE capsule = ? AND version = ? AND ino = ?').get(capsule, version, ino) as InodeRow | undefined;
   }
 
   private child(capsule: string, version: number, parent: number, name: string): InodeRow | undefined {
-    return this.db.prepare('SELECT ino, parent, name, type, mode, uid, gid, size, atime, mtime, ctime FROM inodes WHERE capsule = ? AND version = ? AND parent = ? AND name = ?').get(capsule, version, parent, name) as InodeRow | undefined;
+    return this.stmt('SELECT ino, parent, name, type, mode, uid, gid, size, atime, mtime, ctime FROM inodes WHERE capsule = ? AND version = ? AND parent = ? AND name = ?').get(capsule, version, parent, name) as InodeRow | undefined;
   }
 
   private versionOf(c: Capsule, v: VersionSel): number {
     if (v === undefined || v === null) return HEAD;
     if (!Number.isInteger(v) || v < 1) throw invalid(`version ${v} must be a positive integer (versions start at 1; omit it for the live head)`);
-    const ok = this.db.prepare('SELECT 1 FROM versions WHERE capsule = ? AND version = ?').get(c.row.id, v);
+    const ok = this.stmt('SELECT 1 FROM versions WHERE capsule = ? AND version = ?').get(c.row.id, v);
     if (!ok) throw notFound(`capsule ${c.row.name} has no version ${v}`);
     return v;
   }
@@ -358,7 +380,7 @@ export class Store implements CapsuleApi {
 
   /** The path of an inode, walking up to the root (for messages and events). */
   private pathOfIno(capsule: string, version: number, ino: number): string {
-    const q = this.db.prepare('SELECT parent, name FROM inodes WHERE capsule = ? AND version = ? AND ino = ?');
+    const q = this.stmt('SELECT parent, name FROM inodes WHERE capsule = ? AND version = ? AND ino = ?');
     const parts: string[] = [];
     for (let n = q.get(capsule, version, ino) as { parent: number; name: string } | undefined; n && n.parent !== 0; n = q.get(capsule, version, n.parent) as { parent: number; name: string } | undefined) {
       parts.unshift(n.name);
@@ -368,7 +390,7 @@ export class Store implements CapsuleApi {
   }
 
   private allocIno(c: Capsule): number {
-    const row = this.db.prepare('UPDATE capsules SET next_ino = next_ino + 1 WHERE id = ? RETURNING next_ino - 1 AS ino').get(c.row.id) as { ino: number };
+    const row = this.stmt('UPDATE capsules SET next_ino = next_ino + 1 WHERE id = ? RETURNING next_ino - 1 AS ino').get(c.row.id) as { ino: number };
     return row.ino;
   }
 
@@ -400,10 +422,10 @@ export class Store implements CapsuleApi {
         size = d.size;
         mtime = d.mtimeMs;
       }
-      allocated = (this.db.prepare('SELECT COALESCE(SUM(len), 0) FROM extents WHERE capsule = ? AND version = ? AND ino = ?').pluck().get(c.row.id, version, n.ino) as number) + (d ? d.bytes() : 0);
+      allocated = (this.stmt('SELECT COALESCE(SUM(len), 0) FROM extents WHERE capsule = ? AND version = ? AND ino = ?').pluck().get(c.row.id, version, n.ino) as number) + (d ? d.bytes() : 0);
       allocated = Math.min(allocated, Math.max(size, 0) + (d ? d.segSize : 0));
     } else {
-      nlink = 2 + (this.db.prepare('SELECT COUNT(*) FROM inodes WHERE capsule = ? AND version = ? AND parent = ? AND type = ?').pluck().get(c.row.id, version, n.ino, T_DIR) as number);
+      nlink = 2 + (this.stmt('SELECT COUNT(*) FROM inodes WHERE capsule = ? AND version = ? AND parent = ? AND type = ?').pluck().get(c.row.id, version, n.ino, T_DIR) as number);
     }
     return { ino: n.ino, type: n.type === T_DIR ? 'dir' : 'file', mode: n.mode, uid: n.uid, gid: n.gid, size, nlink, atimeMs: n.atime, mtimeMs: mtime, ctimeMs: n.ctime, allocated };
   }
@@ -421,7 +443,7 @@ export class Store implements CapsuleApi {
     const v = this.versionOf(c, version);
     const dir = this.lookup(c, v, p);
     if (dir.type !== T_DIR) throw new SpaceError('FAILED_PRECONDITION', `${p} is not a directory in capsule ${c.row.name}`, { errno: 'ENOTDIR' });
-    const rows = this.db.prepare('SELECT ino, parent, name, type, mode, uid, gid, size, atime, mtime, ctime FROM inodes WHERE capsule = ? AND version = ? AND parent = ? ORDER BY name').all(c.row.id, v, dir.ino) as InodeRow[];
+    const rows = this.stmt('SELECT ino, parent, name, type, mode, uid, gid, size, atime, mtime, ctime FROM inodes WHERE capsule = ? AND version = ? AND parent = ? ORDER BY name').all(c.row.id, v, dir.ino) as InodeRow[];
     return rows.map((r) => ({ name: r.name, attr: this.attr(c, v, r) }));
   }
 
@@ -436,7 +458,7 @@ export class Store implements CapsuleApi {
       if (this.child(c.row.id, HEAD, dir.ino, name)) throw exists(`${p} already exists in capsule ${c.row.name}`);
       const row: InodeRow = { ino: this.allocIno(c), parent: dir.ino, name, type, mode: mode & 0o7777, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, size: 0, atime: now, mtime: now, ctime: now };
       this.insertInode(c.row.id, HEAD, row);
-      this.db.prepare('UPDATE inodes SET mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(now, now, c.row.id, dir.ino);
+      this.stmt('UPDATE inodes SET mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(now, now, c.row.id, dir.ino);
       return row;
     })();
     this.emit('meta', c.row, { path: p });
@@ -460,18 +482,18 @@ export class Store implements CapsuleApi {
       if (n.ino === ROOT_INO) throw invalid('the capsule root cannot be removed');
       if (wantDir && n.type !== T_DIR) throw new SpaceError('FAILED_PRECONDITION', `${p} is not a directory`, { errno: 'ENOTDIR' });
       if (!wantDir && n.type === T_DIR) throw new SpaceError('FAILED_PRECONDITION', `${p} is a directory`, { errno: 'EISDIR' });
-      if (wantDir && this.db.prepare('SELECT 1 FROM inodes WHERE capsule = ? AND version = 0 AND parent = ? LIMIT 1').get(c.row.id, n.ino)) {
+      if (wantDir && this.stmt('SELECT 1 FROM inodes WHERE capsule = ? AND version = 0 AND parent = ? LIMIT 1').get(c.row.id, n.ino)) {
         throw new SpaceError('FAILED_PRECONDITION', `directory ${p} is not empty`, { errno: 'ENOTEMPTY' });
       }
       this.dropInode(c, n.ino);
-      this.db.prepare('UPDATE inodes SET mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(now, now, c.row.id, n.parent);
+      this.stmt('UPDATE inodes SET mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(now, now, c.row.id, n.parent);
     })();
     this.emit('meta', c.row, { path: p });
   }
 
   private dropInode(c: Capsule, ino: number): void {
-    this.db.prepare('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ?').run(c.row.id, ino);
-    this.db.prepare('DELETE FROM inodes WHERE capsule = ? AND version = 0 AND ino = ?').run(c.row.id, ino);
+    this.stmt('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ?').run(c.row.id, ino);
+    this.stmt('DELETE FROM inodes WHERE capsule = ? AND version = 0 AND ino = ?').run(c.row.id, ino);
     this.dirty.delete(dirtyKey(c.row.id, ino));
     this.invalidations++;
   }
@@ -505,13 +527,13 @@ export class Store implements CapsuleApi {
       if (existing) {
         if (existing.type === T_DIR && node.type !== T_DIR) throw new SpaceError('FAILED_PRECONDITION', `${to} is a directory`, { errno: 'EISDIR' });
         if (existing.type !== T_DIR && node.type === T_DIR) throw new SpaceError('FAILED_PRECONDITION', `${to} is not a directory`, { errno: 'ENOTDIR' });
-        if (existing.type === T_DIR && this.db.prepare('SELECT 1 FROM inodes WHERE capsule = ? AND version = 0 AND parent = ? LIMIT 1').get(c.row.id, existing.ino)) {
+        if (existing.type === T_DIR && this.stmt('SELECT 1 FROM inodes WHERE capsule = ? AND version = 0 AND parent = ? LIMIT 1').get(c.row.id, existing.ino)) {
           throw new SpaceError('FAILED_PRECONDITION', `directory ${to} is not empty`, { errno: 'ENOTEMPTY' });
         }
         this.dropInode(c, existing.ino);
       }
-      this.db.prepare('UPDATE inodes SET parent = ?, name = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(dstDir.ino, dst.name, now, c.row.id, node.ino);
-      this.db.prepare('UPDATE inodes SET mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino IN (?, ?)').run(now, now, c.row.id, node.parent, dstDir.ino);
+      this.stmt('UPDATE inodes SET parent = ?, name = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(dstDir.ino, dst.name, now, c.row.id, node.ino);
+      this.stmt('UPDATE inodes SET mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino IN (?, ?)').run(now, now, c.row.id, node.parent, dstDir.ino);
     })();
     void src;
     this.emit('meta', c.row, { path: to });
@@ -544,7 +566,7 @@ export class Store implements CapsuleApi {
       if (d) d.mtimeMs = a.mtimeMs;
     }
     if (sets.length) {
-      this.db.prepare(`UPDATE inodes SET ${sets.join(', ')}, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?`).run(...vals, now, c.row.id, n.ino);
+      this.stmt(`UPDATE inodes SET ${sets.join(', ')}, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?`).run(...vals, now, c.row.id, n.ino);
       this.emit('meta', c.row, { path: p });
     }
     return this.attr(c, HEAD, this.inode(c.row.id, HEAD, n.ino)!);
@@ -563,21 +585,23 @@ export class Store implements CapsuleApi {
   }
 
   /**
-   * Store one segment's plaintext (deduplicated) and return its address; the caller pins it
-   * until the transaction that references it has committed. All-zero segments return null:
-   * they are holes and take no space.
+   * Store one segment's plaintext (deduplicated) and return its address; the caller unpins it
+   * once the transaction that references it has committed. All-zero segments return null:
+   * they are holes and take no space. With `transfer`, `plain` is handed to a codec worker
+   * without a copy and must not be used afterwards.
    */
-  private async storeSegment(c: Capsule, plain: Buffer, known: Set<string>): Promise<{ id: string; plen: number; clen: number } | null> {
-    if (isZero(plain)) return null;
-    const id = segmentAddress(c.keys.hashKey, plain);
+  private async storeSegment(c: Capsule, plain: Buffer, known: Set<string>, transfer = false): Promise<{ id: string; plen: number; clen: number } | null> {
+    const plen = plain.length;
+    const enc = await this.codec.encode(plain, c.policy.compression, c.keys, transfer);
+    if (!enc) return null;
+    const { id, blob } = enc;
     this.pin(id);
-    if (known.has(id)) return { id, plen: plain.length, clen: 0 };
-    const row = this.db.prepare('SELECT clen FROM segments WHERE id = ?').get(id) as { clen: number } | undefined;
+    if (known.has(id)) return { id, plen, clen: 0 };
+    const row = this.stmt('SELECT clen FROM segments WHERE id = ?').get(id) as { clen: number } | undefined;
     if (row && this.files.exists(id)) {
       known.add(id);
-      return { id, plen: plain.length, clen: row.clen };
+      return { id, plen, clen: row.clen };
     }
-    const blob = encodeSegment(id, plain, c.policy.compression, c.keys);
     try {
       await this.files.write(id, blob);
     } catch (e) {
@@ -585,37 +609,48 @@ export class Store implements CapsuleApi {
       throw e;
     }
     known.add(id);
-    return { id, plen: plain.length, clen: blob.length };
+    return { id, plen, clen: blob.length };
   }
 
   private insertSegmentRow(c: Capsule, s: { id: string; plen: number; clen: number }): void {
-    this.db.prepare('INSERT INTO segments (id, domain, plen, clen) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING').run(s.id, c.row.domain, s.plen, s.clen);
+    this.stmt('INSERT INTO segments (id, domain, plen, clen) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING').run(s.id, c.row.domain, s.plen, s.clen);
   }
 
   /** Verified plaintext of a segment; integrity failures name capsule, file and offset. */
-  private async loadSegment(c: Capsule, p: string, idx: number, seg: string): Promise<Buffer> {
+  private loadSegment(c: Capsule, p: string, idx: number, seg: string): Promise<Buffer> {
     const hit = this.cache.get(seg);
-    if (hit) return hit;
+    if (hit) return Promise.resolve(hit);
+    const inFlight = this.loading.get(seg);
+    if (inFlight) return inFlight.catch(() => this.decodeFromDisk(c, p, idx, seg));
+    const job = this.decodeFromDisk(c, p, idx, seg).finally(() => this.loading.delete(seg));
+    this.loading.set(seg, job);
+    return job;
+  }
+
+  private async decodeFromDisk(c: Capsule, p: string, idx: number, seg: string): Promise<Buffer> {
     const offset = idx * c.policy.segmentSize;
-    const blob = await this.files.read(seg);
-    if (!blob) {
+    const damaged = (reason: string) => {
       this.events.emit('integrity', { capsule: c.row.id, file: p, offset, segment: seg });
-      throw new IntegrityError(c.row.name, p, offset, 'segment is missing', seg);
-    }
+      this.log.error('segment.integrity', { capsule: c.row.id, file: p, offset, segment: seg, reason });
+      return new IntegrityError(c.row.name, p, offset, reason, seg);
+    };
+    const blob = await this.files.read(seg);
+    if (!blob) throw damaged('segment is missing');
     let plain: Buffer;
     try {
-      plain = decodeSegment(seg, blob, c.keys.hashKey, this.dataKeyById);
+      // The data key is named in the header; unwrapping it needs the KEK, so it happens here.
+      const encrypted = blob.length >= HEADER_BYTES && blob.readUInt8(6) === 1;
+      const dataKey = encrypted ? this.dataKeyById(blob.readUInt32BE(12)) : undefined;
+      plain = await this.codec.decode(seg, blob, c.keys.hashKey, dataKey);
     } catch (e) {
-      this.events.emit('integrity', { capsule: c.row.id, file: p, offset, segment: seg });
-      this.log.error('segment.integrity', { capsule: c.row.id, file: p, offset, segment: seg, reason: (e as Error).message });
-      throw new IntegrityError(c.row.name, p, offset, (e as Error).message, seg);
+      throw damaged((e as Error).message);
     }
     this.cache.set(seg, plain);
     return plain;
   }
 
   private extent(c: Capsule, version: number, ino: number, idx: number): ExtentRow | undefined {
-    return this.db.prepare('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = ? AND ino = ? AND idx = ?').get(c.row.id, version, ino, idx) as ExtentRow | undefined;
+    return this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = ? AND ino = ? AND idx = ?').get(c.row.id, version, ino, idx) as ExtentRow | undefined;
   }
 
   /** Committed plaintext of segment `idx` (zero-filled past the extent, all zeros for a hole). */
@@ -646,34 +681,58 @@ export class Store implements CapsuleApi {
     const known = new Set<string>();
     let size = 0;
     let idx = 0;
-    let buf = Buffer.allocUnsafe(segSize);
+    let buf = Buffer.allocUnsafeSlow(segSize);
     let fill = 0;
+    // Segments are encoded by the codec pool and written while the next ones are read in:
+    // a bounded window keeps every core busy and memory at a few segments.
+    const inFlight = new Set<Promise<void>>();
+    let failure: unknown;
+    const window = PUT_WINDOW;
     const flushSegment = async () => {
-      const plain = fill === segSize ? buf : buf.subarray(0, fill);
-      const s = await this.storeSegment(c, plain, known);
-      if (s) {
-        pinned.push(s.id);
-        extents.push({ idx, ...s });
-      }
-      idx++;
+      const plain = fill === segSize ? buf : buf.subarray(0, fill); // copied by the pool (not whole)
+      const myIdx = idx++;
       fill = 0;
-      if (s && plain === buf) buf = Buffer.allocUnsafe(segSize); // the cache may hold the old buffer
+      buf = Buffer.allocUnsafeSlow(segSize); // the old buffer now belongs to the codec worker
+      const job = this.storeSegment(c, plain, known, true).then(
+        (s) => {
+          if (s) {
+            pinned.push(s.id);
+            extents.push({ idx: myIdx, ...s });
+          }
+        },
+        (e) => {
+          failure ??= e;
+        },
+      );
+      inFlight.add(job);
+      void job.finally(() => inFlight.delete(job));
+      if (inFlight.size >= window) await Promise.race(inFlight);
+      if (failure) throw failure;
+    };
+    const drain = async () => {
+      await Promise.all(inFlight);
+      if (failure) throw failure;
     };
     try {
-      for await (const chunk of source) {
-        let off = 0;
-        const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-        while (off < bytes.length) {
-          const n = Math.min(segSize - fill, bytes.length - off);
-          bytes.copy(buf, fill, off, off + n);
-          fill += n;
-          off += n;
-          size += n;
-          if (fill === segSize) await flushSegment();
+      try {
+        for await (const chunk of source) {
+          let off = 0;
+          const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+          while (off < bytes.length) {
+            const n = Math.min(segSize - fill, bytes.length - off);
+            bytes.copy(buf, fill, off, off + n);
+            fill += n;
+            off += n;
+            size += n;
+            if (fill === segSize) await flushSegment();
+          }
+          if (size > MAX_FILE_SIZE) throw invalid('file is larger than 1 PiB');
         }
-        if (size > MAX_FILE_SIZE) throw invalid('file is larger than 1 PiB');
+        if (fill > 0) await flushSegment();
+      } finally {
+        await Promise.allSettled(inFlight); // never leave writes running behind an error
       }
-      if (fill > 0) await flushSegment();
+      await drain();
       // Commit under the file's lock so a flush of buffered writes to the same file cannot land
       // after (and on top of) this replacement.
       let existing: InodeRow | undefined;
@@ -692,10 +751,10 @@ export class Store implements CapsuleApi {
           node = { ino: this.allocIno(c), parent: dirIno, name, type: T_FILE, mode: (opts.mode ?? 0o644) & 0o7777, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, size, atime: now, mtime: now, ctime: now };
           this.insertInode(c.row.id, HEAD, node);
         } else {
-          this.db.prepare('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ?').run(c.row.id, node.ino);
-          this.db.prepare('UPDATE inodes SET size = ?, mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(size, now, now, c.row.id, node.ino);
+          this.stmt('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ?').run(c.row.id, node.ino);
+          this.stmt('UPDATE inodes SET size = ?, mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(size, now, now, c.row.id, node.ino);
         }
-        const ins = this.db.prepare('INSERT INTO extents (capsule, version, ino, idx, seg, len) VALUES (?, 0, ?, ?, ?, ?)');
+        const ins = this.stmt('INSERT INTO extents (capsule, version, ino, idx, seg, len) VALUES (?, 0, ?, ?, ?, ?)');
         for (const e of extents) {
           this.insertSegmentRow(c, e);
           ins.run(c.row.id, node.ino, e.idx, e.id, e.plen);
@@ -726,11 +785,25 @@ export class Store implements CapsuleApi {
     if (offset >= size || length === 0) return Buffer.alloc(0);
     const end = Math.min(size, offset + length);
     const segSize = c.policy.segmentSize;
-    const out = Buffer.alloc(end - offset);
     const first = Math.floor(offset / segSize);
     const last = Math.floor((end - 1) / segSize);
-    const exts = this.db.prepare('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = ? AND ino = ? AND idx BETWEEN ? AND ?').all(c.row.id, v, n.ino, first, last) as ExtentRow[];
+    const exts = this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = ? AND ino = ? AND idx BETWEEN ? AND ?').all(c.row.id, v, n.ino, first, last) as ExtentRow[];
     const byIdx = new Map(exts.map((e) => [e.idx, e]));
+    if (first === last && !d?.lookup(first)) {
+      // Within one committed segment: hand out a view of the verified plaintext, no copy.
+      const e = byIdx.get(first);
+      const from = offset - first * segSize;
+      const to = end - first * segSize;
+      if (e && to <= e.len) return (await this.loadSegment(c, p, first, e.seg)).subarray(from, to);
+    }
+    // Several segments: load them concurrently, then assemble (dirty data wins, holes are zeros).
+    const loads = new Map<number, Promise<Buffer>>();
+    for (let idx = first; idx <= last; idx++) {
+      const e = byIdx.get(idx);
+      if (e && !d?.lookup(idx)) loads.set(idx, this.loadSegment(c, p, idx, e.seg));
+    }
+    for (const l of loads.values()) l.catch(() => {}); // each is awaited below
+    const out = Buffer.alloc(end - offset);
     for (let idx = first; idx <= last; idx++) {
       const segStart = idx * segSize;
       const from = Math.max(offset, segStart) - segStart;
@@ -743,7 +816,7 @@ export class Store implements CapsuleApi {
       }
       const e = byIdx.get(idx);
       if (!e || from >= e.len) continue; // hole: already zeros
-      const plain = await this.loadSegment(c, p, idx, e.seg);
+      const plain = await loads.get(idx)!;
       plain.copy(out, dst, from, Math.min(to, e.len));
     }
     return out;
@@ -757,12 +830,23 @@ export class Store implements CapsuleApi {
     const end = Math.min(attr.size, opts.length === undefined ? Infinity : pos + opts.length);
     checkRange(pos, Math.max(0, end - pos));
     const step = c.policy.segmentSize;
-    while (pos < end) {
-      // align pieces to segment boundaries so each piece touches one segment
-      const n = Math.min(end - pos, step - (pos % step));
-      const chunk = await this.read(ref, p, pos, n, opts.version);
+    // Read ahead: keep the next few segment reads in flight (file I/O and decryption run in
+    // the thread pool and the codec workers) while the consumer takes the current one.
+    const ahead: Promise<Buffer>[] = [];
+    const next = () => {
+      if (pos >= end) return false;
+      const n = Math.min(end - pos, step - (pos % step)); // one segment per piece
+      const p2 = this.read(ref, p, pos, n, opts.version);
+      p2.catch(() => {}); // surfaced when awaited below
+      ahead.push(p2);
+      pos += n;
+      return true;
+    };
+    while (ahead.length < READ_AHEAD && next());
+    while (ahead.length) {
+      const chunk = await ahead.shift()!;
+      next();
       if (chunk.length === 0) break;
-      pos += chunk.length;
       yield chunk;
     }
   }
@@ -871,20 +955,33 @@ export class Store implements CapsuleApi {
       const known = new Set<string>();
       const stored: { idx: number; seg: { id: string; plen: number; clen: number } | null }[] = [];
       try {
-        for (const [idx, buf] of taken) {
-          const start = idx * segSize;
-          if (start >= size) {
-            stored.push({ idx, seg: null });
-            continue;
+        // Encode and write the dirty segments a few at a time (the buffers are copied to the
+        // codec workers: readers still see them in `flushing` until the commit).
+        const entries = [...taken];
+        let next = 0;
+        let failure: unknown;
+        const lane = async () => {
+          while (next < entries.length && !failure) {
+            const [idx, buf] = entries[next++]!;
+            const start = idx * segSize;
+            if (start >= size) {
+              stored.push({ idx, seg: null });
+              continue;
+            }
+            try {
+              stored.push({ idx, seg: await this.storeSegment(c, buf.subarray(0, Math.min(segSize, size - start)), known) });
+            } catch (e) {
+              failure ??= e;
+            }
           }
-          const len = Math.min(segSize, size - start);
-          stored.push({ idx, seg: await this.storeSegment(c, buf.subarray(0, len), known) });
-        }
+        };
+        await Promise.all(Array.from({ length: Math.min(PUT_WINDOW, entries.length) }, lane));
+        if (failure) throw failure;
         const now = Date.now();
         this.db.transaction(() => {
           if (!this.inode(c.row.id, HEAD, d.ino)) return; // unlinked while flushing
-          const del = this.db.prepare('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx = ?');
-          const ins = this.db.prepare('INSERT INTO extents (capsule, version, ino, idx, seg, len) VALUES (?, 0, ?, ?, ?, ?)');
+          const del = this.stmt('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx = ?');
+          const ins = this.stmt('INSERT INTO extents (capsule, version, ino, idx, seg, len) VALUES (?, 0, ?, ?, ?, ?)');
           for (const { idx, seg } of stored) {
             del.run(c.row.id, d.ino, idx);
             if (seg) {
@@ -892,7 +989,7 @@ export class Store implements CapsuleApi {
               ins.run(c.row.id, d.ino, idx, seg.id, seg.plen);
             }
           }
-          this.db.prepare('UPDATE inodes SET size = ?, mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(size, d.mtimeMs, now, c.row.id, d.ino);
+          this.stmt('UPDATE inodes SET size = ?, mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(size, d.mtimeMs, now, c.row.id, d.ino);
         })();
       } catch (e) {
         // keep the data buffered so a later flush can retry (e.g. after space is freed)
@@ -933,12 +1030,12 @@ export class Store implements CapsuleApi {
       // past the new length read as zeros if the file grows again. No data is rewritten.
       this.db.transaction(() => {
         const firstGone = Math.ceil(size / segSize);
-        this.db.prepare('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx >= ?').run(c.row.id, n.ino, firstGone);
+        this.stmt('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx >= ?').run(c.row.id, n.ino, firstGone);
         if (size % segSize !== 0) {
           const lastIdx = Math.floor(size / segSize);
-          this.db.prepare('UPDATE extents SET len = MIN(len, ?) WHERE capsule = ? AND version = 0 AND ino = ? AND idx = ?').run(size - lastIdx * segSize, c.row.id, n.ino, lastIdx);
+          this.stmt('UPDATE extents SET len = MIN(len, ?) WHERE capsule = ? AND version = 0 AND ino = ? AND idx = ?').run(size - lastIdx * segSize, c.row.id, n.ino, lastIdx);
         }
-        this.db.prepare('UPDATE inodes SET size = ?, mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(size, now, now, c.row.id, n.ino);
+        this.stmt('UPDATE inodes SET size = ?, mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(size, now, now, c.row.id, n.ino);
       })();
       this.invalidations++;
     });
@@ -952,11 +1049,11 @@ export class Store implements CapsuleApi {
     await this.flush(ref);
     const id = c.row.id;
     const version = this.db.transaction(() => {
-      const v = (this.db.prepare('SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE capsule = ?').pluck().get(id) as number);
-      this.db.prepare('INSERT INTO inodes SELECT capsule, ?, ino, parent, name, type, mode, uid, gid, size, atime, mtime, ctime FROM inodes WHERE capsule = ? AND version = 0').run(v, id);
-      this.db.prepare('INSERT INTO extents SELECT capsule, ?, ino, idx, seg, len FROM extents WHERE capsule = ? AND version = 0').run(v, id);
-      const logical = this.db.prepare('SELECT COALESCE(SUM(size), 0) FROM inodes WHERE capsule = ? AND version = 0 AND type = ?').pluck().get(id, T_FILE) as number;
-      this.db.prepare('INSERT INTO versions (capsule, version, created, logical_size) VALUES (?, ?, ?, ?)').run(id, v, new Date().toISOString(), logical);
+      const v = (this.stmt('SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE capsule = ?').pluck().get(id) as number);
+      this.stmt('INSERT INTO inodes SELECT capsule, ?, ino, parent, name, type, mode, uid, gid, size, atime, mtime, ctime FROM inodes WHERE capsule = ? AND version = 0').run(v, id);
+      this.stmt('INSERT INTO extents SELECT capsule, ?, ino, idx, seg, len FROM extents WHERE capsule = ? AND version = 0').run(v, id);
+      const logical = this.stmt('SELECT COALESCE(SUM(size), 0) FROM inodes WHERE capsule = ? AND version = 0 AND type = ?').pluck().get(id, T_FILE) as number;
+      this.stmt('INSERT INTO versions (capsule, version, created, logical_size) VALUES (?, ?, ?, ?)').run(id, v, new Date().toISOString(), logical);
       return v;
     })();
     this.log.info('capsule.snapshot', { capsule: id, version });
@@ -971,12 +1068,12 @@ export class Store implements CapsuleApi {
     const { id, name } = this.checkNewIdentity(opts);
     const row = this.db.transaction(() => {
       const row = this.insertCapsule(id, name, src.policy, { capsule: src.row.id, version: v === HEAD ? null : v }, src.row.next_ino);
-      const nextIno = this.db.prepare('SELECT next_ino FROM capsules WHERE id = ?').pluck().get(src.row.id) as number;
-      this.db.prepare('UPDATE capsules SET next_ino = ? WHERE id = ?').run(nextIno, id);
+      const nextIno = this.stmt('SELECT next_ino FROM capsules WHERE id = ?').pluck().get(src.row.id) as number;
+      this.stmt('UPDATE capsules SET next_ino = ? WHERE id = ?').run(nextIno, id);
       row.next_ino = nextIno;
       // Zero copy: the clone's head references the very same segments.
-      this.db.prepare('INSERT INTO inodes SELECT ?, 0, ino, parent, name, type, mode, uid, gid, size, atime, mtime, ctime FROM inodes WHERE capsule = ? AND version = ?').run(id, src.row.id, v);
-      this.db.prepare('INSERT INTO extents SELECT ?, 0, ino, idx, seg, len FROM extents WHERE capsule = ? AND version = ?').run(id, src.row.id, v);
+      this.stmt('INSERT INTO inodes SELECT ?, 0, ino, parent, name, type, mode, uid, gid, size, atime, mtime, ctime FROM inodes WHERE capsule = ? AND version = ?').run(id, src.row.id, v);
+      this.stmt('INSERT INTO extents SELECT ?, 0, ino, idx, seg, len FROM extents WHERE capsule = ? AND version = ?').run(id, src.row.id, v);
       return row;
     })();
     const c = this.loadCapsule(row);
@@ -990,7 +1087,7 @@ export class Store implements CapsuleApi {
   async stat(ref: string): Promise<CapsuleStat> {
     const c = this.capsule(ref);
     const id = c.row.id;
-    const q = (sql: string, ...args: unknown[]) => this.db.prepare(sql).pluck().get(...args) as number;
+    const q = (sql: string, ...args: unknown[]) => this.stmt(sql).pluck().get(...args) as number;
     const logical = q('SELECT COALESCE(SUM(size), 0) FROM inodes WHERE capsule = ? AND version = 0 AND type = ?', id, T_FILE);
     const files = q('SELECT COUNT(*) FROM inodes WHERE capsule = ? AND version = 0 AND type = ?', id, T_FILE);
     const dirs = q('SELECT COUNT(*) FROM inodes WHERE capsule = ? AND version = 0 AND type = ?', id, T_DIR);
@@ -998,7 +1095,7 @@ export class Store implements CapsuleApi {
     const segments = q('SELECT COUNT(DISTINCT seg) FROM extents WHERE capsule = ?', id);
     const referenced = q('SELECT COALESCE(SUM(len), 0) FROM extents WHERE capsule = ? AND version = 0', id);
     const distinct = q('SELECT COALESCE(SUM(s.plen), 0) FROM segments s WHERE s.id IN (SELECT seg FROM extents WHERE capsule = ? AND version = 0)', id);
-    const versions = (this.db.prepare('SELECT version FROM versions WHERE capsule = ? ORDER BY version').pluck().all(id) as number[]);
+    const versions = (this.stmt('SELECT version FROM versions WHERE capsule = ? ORDER BY version').pluck().all(id) as number[]);
     return {
       id, name: c.row.name, logicalSize: logical, storedSize: stored, dedupRatio: distinct > 0 ? referenced / distinct : 1,
       files, dirs, segments, versions, digest: this.treeDigest(c, HEAD),
@@ -1011,14 +1108,14 @@ export class Store implements CapsuleApi {
    */
   private treeDigest(c: Capsule, version: number): string {
     const h = crypto.createHash('sha256');
-    const rows = this.db.prepare(`SELECT i.ino, i.parent, i.name, i.type, i.size, e.idx, e.seg, e.len FROM inodes i LEFT JOIN extents e ON e.capsule = i.capsule AND e.version = i.version AND e.ino = i.ino WHERE i.capsule = ? AND i.version = ? ORDER BY i.ino, e.idx`).all(c.row.id, version) as { ino: number; parent: number; name: string; type: number; size: number; idx: number | null; seg: string | null; len: number | null }[];
+    const rows = this.stmt(`SELECT i.ino, i.parent, i.name, i.type, i.size, e.idx, e.seg, e.len FROM inodes i LEFT JOIN extents e ON e.capsule = i.capsule AND e.version = i.version AND e.ino = i.ino WHERE i.capsule = ? AND i.version = ? ORDER BY i.ino, e.idx`).all(c.row.id, version) as { ino: number; parent: number; name: string; type: number; size: number; idx: number | null; seg: string | null; len: number | null }[];
     for (const r of rows) h.update(`${r.ino}/${r.parent}/${r.name}/${r.type}/${r.size}/${r.idx ?? ''}/${r.seg ?? ''}/${r.len ?? ''}\n`);
     return 'sha256:' + h.digest('hex');
   }
 
   async storeStat(): Promise<StoreStat> {
     this.live();
-    const q = (sql: string) => this.db.prepare(sql).pluck().get() as number;
+    const q = (sql: string) => this.stmt(sql).pluck().get() as number;
     // Every version counts: a snapshot that shares segments with the head is deduplicated data.
     const referenced = q('SELECT COALESCE(SUM(len), 0) FROM extents');
     const distinctPlain = q('SELECT COALESCE(SUM(plen), 0) FROM segments');
@@ -1035,9 +1132,9 @@ export class Store implements CapsuleApi {
   async gc(): Promise<GcReport> {
     this.live();
     await this.flushAll();
-    const candidates = this.db.prepare('SELECT id FROM segments s WHERE NOT EXISTS (SELECT 1 FROM extents e WHERE e.seg = s.id)').pluck().all() as string[];
+    const candidates = this.stmt('SELECT id FROM segments s WHERE NOT EXISTS (SELECT 1 FROM extents e WHERE e.seg = s.id)').pluck().all() as string[];
     const victims = candidates.filter((id) => !this.pins.has(id));
-    const del = this.db.prepare('DELETE FROM segments WHERE id = ?');
+    const del = this.stmt('DELETE FROM segments WHERE id = ?');
     this.db.transaction(() => {
       for (const id of victims) del.run(id);
     })();
@@ -1056,7 +1153,7 @@ export class Store implements CapsuleApi {
     this.live();
     await this.flushAll();
     const problems: FsckProblem[] = [];
-    const capsuleRows = this.db.prepare('SELECT * FROM capsules').all() as CapsuleRow[];
+    const capsuleRows = this.stmt('SELECT * FROM capsules').all() as CapsuleRow[];
     const byDomain = new Map<string, Capsule>();
     for (const r of capsuleRows) {
       try {
@@ -1067,13 +1164,13 @@ export class Store implements CapsuleApi {
       }
     }
     const pathOf = (capsule: string, version: number, ino: number) => this.pathOfIno(capsule, version, ino);
-    const refsOf = this.db.prepare('SELECT e.capsule, e.version, e.ino, e.idx, c.name, json_extract(c.policy, \'$.segmentSize\') AS seg_size FROM extents e JOIN capsules c ON c.id = e.capsule WHERE e.seg = ?');
+    const refsOf = this.stmt('SELECT e.capsule, e.version, e.ino, e.idx, c.name, json_extract(c.policy, \'$.segmentSize\') AS seg_size FROM extents e JOIN capsules c ON c.id = e.capsule WHERE e.seg = ?');
     const report = (seg: string, problem: string) => {
       const refs = refsOf.all(seg) as { capsule: string; version: number; ino: number; idx: number; name: string; seg_size: number }[];
       if (!refs.length) problems.push({ segment: seg, problem });
       for (const r of refs) problems.push({ capsule: r.name, version: r.version === HEAD ? null : r.version, file: pathOf(r.capsule, r.version, r.ino), offset: r.idx * r.seg_size, segment: seg, problem });
     };
-    const segs = this.db.prepare('SELECT id, domain, plen FROM segments').all() as { id: string; domain: string; plen: number }[];
+    const segs = this.stmt('SELECT id, domain, plen FROM segments').all() as { id: string; domain: string; plen: number }[];
     for (const s of segs) {
       const blob = await this.files.read(s.id);
       if (!blob) {
@@ -1088,12 +1185,12 @@ export class Store implements CapsuleApi {
         report(s.id, (e as Error).message);
       }
     }
-    const dangling = this.db.prepare('SELECT e.capsule, c.name, e.version, e.ino, e.idx, e.seg, json_extract(c.policy, \'$.segmentSize\') AS seg_size FROM extents e JOIN capsules c ON c.id = e.capsule LEFT JOIN segments s ON s.id = e.seg WHERE s.id IS NULL').all() as { capsule: string; name: string; version: number; ino: number; idx: number; seg: string; seg_size: number }[];
+    const dangling = this.stmt('SELECT e.capsule, c.name, e.version, e.ino, e.idx, e.seg, json_extract(c.policy, \'$.segmentSize\') AS seg_size FROM extents e JOIN capsules c ON c.id = e.capsule LEFT JOIN segments s ON s.id = e.seg WHERE s.id IS NULL').all() as { capsule: string; name: string; version: number; ino: number; idx: number; seg: string; seg_size: number }[];
     for (const d of dangling) problems.push({ capsule: d.name, version: d.version || null, file: pathOf(d.capsule, d.version, d.ino), offset: d.idx * d.seg_size, segment: d.seg, problem: 'extent references an unknown segment' });
     const known = new Set(segs.map((s) => s.id));
     let orphanSegments = 0;
     for (const id of this.files.listIds()) if (!known.has(id)) orphanSegments++;
-    const files = this.db.prepare('SELECT COUNT(*) FROM inodes WHERE type = ?').pluck().get(T_FILE) as number;
+    const files = this.stmt('SELECT COUNT(*) FROM inodes WHERE type = ?').pluck().get(T_FILE) as number;
     return { capsules: capsuleRows.length, files, segmentsChecked: segs.length, problems, orphanSegments };
   }
 
@@ -1127,16 +1224,4 @@ export class Store implements CapsuleApi {
 function checkRange(offset: number, length: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0) throw invalid(`offset ${offset} must be a non-negative integer`);
   if (!Number.isSafeInteger(length) || length < 0) throw invalid(`length ${length} must be a non-negative integer`);
-}
-
-const zeroBuffers = new Map<number, Buffer>();
-
-/** memcmp against a shared zero buffer: far faster than a byte loop on 1 MiB segments. */
-function isZero(b: Buffer): boolean {
-  let z = zeroBuffers.get(b.length);
-  if (!z) {
-    z = Buffer.alloc(b.length);
-    if (zeroBuffers.size < 16) zeroBuffers.set(b.length, z);
-  }
-  return b.equals(z);
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Store } from '../capsule/store.js';
 import { validatePolicy, type Policy } from '../capsule/policy.js';
 import { SpaceError } from '../capsule/errors.js';
+import { CodecPool } from '../capsule/codec-pool.js';
 import { tmpDir, rmrf, sha256, prand, chunks, segmentFiles } from './helpers/tmp.js';
 
 async function collect(it: AsyncIterable<Buffer>): Promise<Buffer> {
@@ -62,6 +63,23 @@ describe('capsule store', function () {
         });
       }
     }
+  });
+
+  it('gives the same bytes and addresses with the inline codec as with the worker pool', async () => {
+    const data = Buffer.concat([prand(150_000, 31), Buffer.from('small tail')]);
+    await store.create({ id: 'pool', policy: validatePolicy({ encryption: true, compression: 'gzip', segmentSize: '64KiB' }) });
+    await store.put('pool', 'content', chunks(data, 7_000));
+    const viaPool = await store.stat('pool');
+    await store.close();
+    const inline = new CodecPool(0);
+    assert.equal(inline.inline, true);
+    store = Store.open(dir, { codecPool: inline });
+    assert.deepEqual(await store.read('pool', 'content', 0, data.length), data);
+    await store.put('pool', 'copy', chunks(data, 7_000));
+    // same keyed addresses from either codec: the copy deduplicates completely
+    assert.equal((await store.stat('pool')).segments, viaPool.segments);
+    // small buffers handed to the pool must not disturb Node's shared allocation pool
+    assert.equal(Buffer.from('still fine').toString(), 'still fine');
   });
 
   it('stores identical segments once and reports the dedup ratio', async () => {

@@ -1,0 +1,160 @@
+/**
+ * A small pool of worker threads for segment crypto. AES-256-GCM and HMAC-SHA-256 over 1 MiB
+ * segments are the bulk of put/get; on the event loop they serialise with everything else.
+ * In workers they run on every core while the loop keeps doing file I/O and metadata.
+ * Falls back to running inline when workers cannot start (the result is the same, only slower).
+ */
+import os from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { Compression } from './policy.js';
+import { decodeSegment, encodeSegment, segmentAddress } from './segment-codec.js';
+
+export type CodecJob =
+  | { op: 'encode'; seq: number; plain: ArrayBuffer; offset: number; length: number; codec: Compression; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number }
+  | { op: 'decode'; seq: number; id: string; blob: ArrayBuffer; hashKey: Uint8Array; dataKey?: Uint8Array };
+
+export type CodecResult =
+  | { seq: number; ok: true; id?: string | null; blob?: ArrayBuffer; plain?: ArrayBuffer }
+  | { seq: number; ok: false; error: string };
+
+export interface EncodeKeys {
+  hashKey: Buffer;
+  dataKey?: { id: number; key: Buffer };
+}
+
+interface Pending {
+  resolve: (r: CodecResult) => void;
+}
+
+class WorkerSlot {
+  busy = 0;
+  constructor(readonly worker: Worker) {}
+}
+
+export class CodecPool {
+  private readonly slots: WorkerSlot[] = [];
+  private readonly pending = new Map<number, Pending>();
+  private seq = 0;
+  private broken = false;
+
+  constructor(size = defaultPoolSize()) {
+    try {
+      for (let i = 0; i < size; i++) {
+        const w = new Worker(new URL('./codec-worker.js', import.meta.url));
+        const slot = new WorkerSlot(w);
+        w.on('message', (r: CodecResult) => {
+          if (--slot.busy === 0) w.unref();
+          const p = this.pending.get(r.seq);
+          this.pending.delete(r.seq);
+          p?.resolve(r);
+        });
+        w.on('error', () => this.fail());
+        // After the listeners: adding a 'message' listener refs the port again.
+        w.unref(); // an idle pool never keeps the process alive
+        this.slots.push(slot);
+      }
+    } catch {
+      this.fail();
+    }
+  }
+
+  get inline(): boolean {
+    return this.broken || this.slots.length === 0;
+  }
+
+  private fail(): void {
+    this.broken = true;
+    for (const [seq, p] of this.pending) p.resolve({ seq, ok: false, error: 'codec worker failed' });
+    this.pending.clear();
+  }
+
+  private run(job: CodecJob, transfer: ArrayBuffer[]): Promise<CodecResult> {
+    const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
+    // Ref'd only while it has work: pending jobs keep the process alive, an idle pool does not.
+    if (slot.busy++ === 0) slot.worker.ref();
+    return new Promise((resolve) => {
+      this.pending.set(job.seq, { resolve });
+      slot.worker.postMessage(job, transfer);
+    });
+  }
+
+  /**
+   * Address and encode one segment. With `transfer`, a `plain` that owns its whole ArrayBuffer
+   * moves to the worker without a copy (the caller must not touch it afterwards); otherwise the
+   * bytes are copied. Returns null for an all-zero segment (a hole).
+   */
+  async encode(plain: Buffer, codec: Compression, keys: EncodeKeys, transfer = false): Promise<{ id: string; blob: Buffer } | null> {
+    if (this.inline) return encodeInline(plain, codec, keys);
+    const own = transfer && ownsBuffer(plain) ? plain : ownedCopy(plain);
+    const seq = ++this.seq;
+    const r = await this.run({ op: 'encode', seq, plain: own.buffer as ArrayBuffer, offset: 0, length: own.length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id }, [own.buffer as ArrayBuffer]);
+    if (!r.ok) throw new Error(r.error);
+    if (!r.id) return null;
+    return { id: r.id, blob: Buffer.from(r.blob!) };
+  }
+
+  /** Verify and decode a stored segment (throws with the reason on any damage). */
+  async decode(id: string, blob: Buffer, hashKey: Buffer, dataKey: Buffer | undefined): Promise<Buffer> {
+    if (this.inline) return decodeSegment(id, blob, hashKey, () => dataKey ?? missingKey());
+    const own = ownsBuffer(blob) ? blob : ownedCopy(blob);
+    const seq = ++this.seq;
+    const r = await this.run({ op: 'decode', seq, id, blob: own.buffer as ArrayBuffer, hashKey, dataKey }, [own.buffer as ArrayBuffer]);
+    if (!r.ok) throw new Error(r.error);
+    return Buffer.from(r.plain!);
+  }
+
+  async close(): Promise<void> {
+    const slots = this.slots.splice(0);
+    await Promise.all(slots.map((s) => s.worker.terminate()));
+  }
+}
+
+/** True when `b` is the whole of its ArrayBuffer, so transferring that buffer moves only `b`. */
+export function ownsBuffer(b: Buffer): boolean {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer);
+}
+
+/**
+ * A copy in an ArrayBuffer of its own. Never Buffer.from(): small buffers come from Node's shared
+ * allocation pool, and transferring the pool would detach it under every other small Buffer.
+ */
+export function ownedCopy(b: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafeSlow(b.byteLength);
+  out.set(b);
+  return out;
+}
+
+function missingKey(): never {
+  throw new Error('segment is encrypted but no data key was given');
+}
+
+const zeroBuffers = new Map<number, Buffer>();
+
+/** memcmp against a shared zero buffer: far faster than a byte loop on 1 MiB segments. */
+export function isZero(b: Buffer): boolean {
+  let z = zeroBuffers.get(b.length);
+  if (!z) {
+    z = Buffer.alloc(b.length);
+    if (zeroBuffers.size < 16) zeroBuffers.set(b.length, z);
+  }
+  return b.equals(z);
+}
+
+function encodeInline(plain: Buffer, codec: Compression, keys: EncodeKeys): { id: string; blob: Buffer } | null {
+  if (isZero(plain)) return null;
+  const id = segmentAddress(keys.hashKey, plain);
+  return { id, blob: encodeSegment(id, plain, codec, keys) };
+}
+
+function defaultPoolSize(): number {
+  const env = Number(process.env.SPACE_CODEC_WORKERS);
+  if (Number.isInteger(env) && env >= 0) return env;
+  return Math.max(1, Math.min(4, os.availableParallelism()));
+}
+
+let shared: CodecPool | undefined;
+
+/** One pool per process, shared by every open store (workers are unref'd). */
+export function sharedCodecPool(): CodecPool {
+  return (shared ??= new CodecPool());
+}
