@@ -9,6 +9,8 @@ export class DirtyFile {
   segs = new Map<number, Buffer>();
   /** segments taken by a flush in progress; still visible to readers until committed */
   flushing = new Map<number, Buffer>();
+  /** A write-behind commit is running for this file. */
+  writingBehind = false;
   constructor(readonly capsule: string, readonly ino: number, readonly segSize: number, public size: number, public mtimeMs: number) {}
 
   bytes(): number {

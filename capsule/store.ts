@@ -95,6 +95,8 @@ const MAX_WATCH_BACKLOG = 10_000;
 const PUT_WINDOW = 6;
 /** Segments a stream reader keeps in flight ahead of its consumer. */
 const READ_AHEAD = 4;
+/** Full dirty segments of one file that start a background commit (write-behind). */
+const WRITE_BEHIND_SEGMENTS = 4;
 
 export class Store implements CapsuleApi {
   readonly events = new EventEmitter();
@@ -116,6 +118,8 @@ export class Store implements CapsuleApi {
   /** Segment loads in flight, so concurrent readers of one segment decode it once. */
   private readonly loading = new Map<string, Promise<Buffer>>();
   private readonly statements = new Map<string, Database.Statement>();
+  /** Where the last read of each open file ended (sequential-read detection). */
+  private readonly readEnds = new Map<string, number>();
   /** Bumped whenever file contents are replaced or cut outside the write path (see writeBuffered). */
   private invalidations = 0;
   private closed = false;
@@ -787,8 +791,19 @@ export class Store implements CapsuleApi {
     const segSize = c.policy.segmentSize;
     const first = Math.floor(offset / segSize);
     const last = Math.floor((end - 1) / segSize);
-    const exts = this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = ? AND ino = ? AND idx BETWEEN ? AND ?').all(c.row.id, v, n.ino, first, last) as ExtentRow[];
+    // A read that starts where the previous one on this file ended is sequential: fetch the
+    // next segments too, so the reader rarely waits for a decode (FUSE and NFS read 128 KiB at a time).
+    const streamKey = `${c.row.id}:${v}:${n.ino}`;
+    const sequential = this.readEnds.get(streamKey) === offset;
+    if (this.readEnds.size > 4096) this.readEnds.clear();
+    this.readEnds.set(streamKey, end);
+    const ahead = sequential ? READ_AHEAD : 0;
+    const exts = this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = ? AND ino = ? AND idx BETWEEN ? AND ?').all(c.row.id, v, n.ino, first, last + ahead) as ExtentRow[];
     const byIdx = new Map(exts.map((e) => [e.idx, e]));
+    for (let idx = last + 1; idx <= last + ahead; idx++) {
+      const e = byIdx.get(idx);
+      if (e && !d?.lookup(idx)) this.loadSegment(c, p, idx, e.seg).catch(() => {}); // errors surface on the real read
+    }
     if (first === last && !d?.lookup(first)) {
       // Within one committed segment: hand out a view of the verified plaintext, no copy.
       const e = byIdx.get(first);
@@ -907,9 +922,28 @@ export class Store implements CapsuleApi {
       }
       d.size = Math.max(d.size, offset + src.length);
       d.mtimeMs = Date.now();
-      if (this.dirtyBytes() > this.maxDirty) await this.flushFile(c, d);
+        if (this.dirtyBytes() > this.maxDirty) await this.flushFile(c, d);
+      else if (d.segs.size >= WRITE_BEHIND_SEGMENTS && !d.writingBehind) this.writeBehind(c, d);
       return src.length;
     }
+  }
+
+  /** Start committing a sequential writer's full segments while it goes on writing. */
+  private writeBehind(c: Capsule, d: DirtyFile): void {
+    d.writingBehind = true;
+    this.flushFile(c, d, { keepTail: true }).then(
+      () => {
+        d.writingBehind = false;
+        // The writer may have filled more segments meanwhile: keep going while it stays ahead.
+        const tailIdx = Math.floor(d.size / c.policy.segmentSize);
+        const full = [...d.segs.keys()].filter((idx) => idx < tailIdx).length;
+        if (!this.closed && this.dirty.get(dirtyKey(c.row.id, d.ino)) === d && full >= WRITE_BEHIND_SEGMENTS) this.writeBehind(c, d);
+      },
+      (e: unknown) => {
+        d.writingBehind = false;
+        this.log.warn('flush.write_behind_failed', { capsule: c.row.id, ino: d.ino, err: e });
+      },
+    );
   }
 
   private dirtyBytes(): number {
@@ -943,15 +977,32 @@ export class Store implements CapsuleApi {
     }
   }
 
-  private flushFile(c: Capsule, d: DirtyFile): Promise<void> {
+  /**
+   * Commit a file's buffered segments. `keepTail` (write-behind) commits only the whole segments
+   * before the one holding end-of-file, which a sequential writer is still filling.
+   */
+  private flushFile(c: Capsule, d: DirtyFile, opts: { keepTail?: boolean } = {}): Promise<void> {
     const key = dirtyKey(c.row.id, d.ino);
     return this.fileLocks.run(key, async () => {
-      if (this.dirty.get(key) !== d || (d.segs.size === 0 && d.size === this.inode(c.row.id, HEAD, d.ino)?.size)) return;
-      const taken = d.segs;
-      d.flushing = taken;
-      d.segs = new Map();
+      const committed = this.inode(c.row.id, HEAD, d.ino);
+      if (this.dirty.get(key) !== d || !committed) return;
       const segSize = c.policy.segmentSize;
-      const size = d.size;
+      let taken: Map<number, Buffer>;
+      let size: number;
+      if (opts.keepTail) {
+        const tailIdx = Math.floor(d.size / segSize);
+        taken = new Map([...d.segs].filter(([idx]) => idx < tailIdx));
+        if (taken.size === 0) return;
+        for (const idx of taken.keys()) d.segs.delete(idx);
+        // The committed size covers only committed data (or what was committed before).
+        size = Math.max(committed.size, Math.min(d.size, tailIdx * segSize));
+      } else {
+        if (d.segs.size === 0 && d.size === committed.size) return;
+        taken = d.segs;
+        d.segs = new Map();
+        size = d.size;
+      }
+      d.flushing = taken;
       const known = new Set<string>();
       const stored: { idx: number; seg: { id: string; plen: number; clen: number } | null }[] = [];
       try {
@@ -999,7 +1050,7 @@ export class Store implements CapsuleApi {
         d.flushing = new Map();
         for (const s of stored) if (s.seg) this.unpin(s.seg.id);
       }
-      if (d.segs.size === 0 && this.dirty.get(key) === d) this.dirty.delete(key);
+      if (d.segs.size === 0 && d.size === size && this.dirty.get(key) === d) this.dirty.delete(key);
       this.emit('written', c.row, { path: this.pathOfIno(c.row.id, HEAD, d.ino) });
     });
   }

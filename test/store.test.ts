@@ -289,6 +289,21 @@ describe('capsule store', function () {
     await assert.rejects(store.read('np', '/dir//missing', 0, 1), /dir\/missing not found/);
   });
 
+  it('write-behind commits full segments of a sequential writer before any flush', async () => {
+    await store.create({ id: 'wb', policy: validatePolicy({ segmentSize: '64KiB' }) });
+    await store.createFile('wb', 'f');
+    const data = prand(10 * 65536 + 1234, 41);
+    for (let off = 0; off < data.length; off += 32768) await store.writeBuffered('wb', 'f', off, data.subarray(off, off + 32768));
+    for (let i = 0; i < 50 && segmentFiles(dir).length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(segmentFiles(dir).length >= 4, 'full segments were committed in the background');
+    assert.deepEqual(await store.read('wb', 'f', 0, data.length), data);
+    await store.flush('wb', 'f');
+    assert.equal(segmentFiles(dir).length, 11);
+    await store.close();
+    store = Store.open(dir);
+    assert.deepEqual(await store.read('wb', 'f', 0, data.length), data);
+  });
+
   it('rejects bad input with clear errors', async () => {
     await rejectsWith(store.create({ id: 'Bad_ID' }), 'INVALID_ARGUMENT', /must be a UUID or DNS label/);
     await store.create({ id: '550e8400-e29b-41d4-a716-446655440000', name: 'named' });
