@@ -9,12 +9,19 @@ import { Worker } from 'node:worker_threads';
 import type { Compression } from './policy.js';
 import { decodeSegment, encodeSegment, segmentAddress } from './segment-codec.js';
 
+/** Where and how a worker writes the segments it encodes (see SegmentFiles for the layout). */
+export interface SegmentSink {
+  root: string;
+  tmp: string;
+  fsync: boolean;
+}
+
 export type CodecJob =
-  | { op: 'encode'; seq: number; plain: ArrayBuffer; offset: number; length: number; codec: Compression; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number }
+  | { op: 'encode'; seq: number; plain: ArrayBuffer; offset: number; length: number; codec: Compression; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number; sink?: SegmentSink }
   | { op: 'decode'; seq: number; id: string; blob: ArrayBuffer; hashKey: Uint8Array; dataKey?: Uint8Array };
 
 export type CodecResult =
-  | { seq: number; ok: true; id?: string | null; blob?: ArrayBuffer; plain?: ArrayBuffer }
+  | { seq: number; ok: true; id?: string | null; blob?: ArrayBuffer; plain?: ArrayBuffer; clen?: number; written?: boolean }
   | { seq: number; ok: false; error: string };
 
 export interface EncodeKeys {
@@ -91,6 +98,28 @@ export class CodecPool {
     if (!r.ok) throw new Error(r.error);
     if (!r.id) return null;
     return { id: r.id, blob: Buffer.from(r.blob!) };
+  }
+
+  /**
+   * Address, encode and write one segment into `sink` (in the worker: the event loop does no
+   * file I/O for it). A segment whose file exists already is not rewritten; its blob comes back
+   * instead, so the caller can still write it if the file vanishes before it is referenced.
+   */
+  async encodeAndWrite(plain: Buffer, codec: Compression, keys: EncodeKeys, sink: SegmentSink, transfer = false): Promise<{ id: string; clen: number; written: boolean; blob?: Buffer } | null> {
+    if (this.inline) {
+      const enc = encodeInline(plain, codec, keys);
+      return enc && { id: enc.id, clen: enc.blob.length, written: false, blob: enc.blob };
+    }
+    const own = transfer && ownsBuffer(plain) ? plain : ownedCopy(plain);
+    const seq = ++this.seq;
+    const r = await this.run({ op: 'encode', seq, plain: own.buffer as ArrayBuffer, offset: 0, length: own.length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id, sink }, [own.buffer as ArrayBuffer]);
+    if (!r.ok) {
+      // Keep the errno (ENOSPC, EDQUOT, EROFS, ...) so callers map a full disk like any other.
+      const code = /^(E[A-Z]+): /.exec(r.error)?.[1];
+      throw Object.assign(new Error(r.error), code ? { code } : {});
+    }
+    if (!r.id) return null;
+    return { id: r.id, clen: r.clen!, written: !!r.written, blob: r.blob ? Buffer.from(r.blob) : undefined };
   }
 
   /** Verify and decode a stored segment (throws with the reason on any damage). */

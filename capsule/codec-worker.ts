@@ -2,6 +2,9 @@
  * Worker side of the codec pool: hashes, compresses and encrypts (or verifies and decrypts)
  * one segment per message, so the store's event loop only moves bytes and metadata.
  */
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 import { decodeSegment, encodeSegment, segmentAddress } from './segment-codec.js';
 import { ownedCopy, ownsBuffer, type CodecJob, type CodecResult } from './codec-pool.js';
@@ -11,6 +14,30 @@ function isZero(b: Buffer): boolean {
   let z = zero.get(b.length);
   if (!z) zero.set(b.length, (z = Buffer.alloc(b.length)));
   return b.equals(z);
+}
+
+/**
+ * Write aside and rename into place, so an existing segment file is always complete (another
+ * writer may skip rewriting it on sight). Returns false when the segment exists already.
+ */
+function writeSegment(sink: { root: string; tmp: string; fsync: boolean }, id: string, blob: Buffer): boolean {
+  const dest = path.join(sink.root, id.slice(0, 2), id);
+  if (fs.existsSync(dest)) return false;
+  const tmp = path.join(sink.tmp, `${id}.${crypto.randomBytes(6).toString('hex')}`);
+  const fd = fs.openSync(tmp, 'wx', 0o600);
+  try {
+    try {
+      for (let off = 0; off < blob.length;) off += fs.writeSync(fd, blob, off, blob.length - off);
+      if (sink.fsync) fs.fdatasyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, dest);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  return true;
 }
 
 parentPort!.on('message', (job: CodecJob) => {
@@ -23,8 +50,14 @@ parentPort!.on('message', (job: CodecJob) => {
         const id = segmentAddress(Buffer.from(job.hashKey), plain);
         const dataKey = job.dataKey ? { id: job.dataKeyId!, key: Buffer.from(job.dataKey) } : undefined;
         const blob = encodeSegment(id, plain, job.codec, { hashKey: Buffer.from(job.hashKey), dataKey });
-        const out = ownsBuffer(blob) ? blob : ownedCopy(blob);
-        res = { seq: job.seq, ok: true, id, blob: out.buffer as ArrayBuffer };
+        if (job.sink) {
+          const written = writeSegment(job.sink, id, blob);
+          const out = written ? undefined : ownsBuffer(blob) ? blob : ownedCopy(blob);
+          res = { seq: job.seq, ok: true, id, clen: blob.length, written, blob: out?.buffer as ArrayBuffer | undefined };
+        } else {
+          const out = ownsBuffer(blob) ? blob : ownedCopy(blob);
+          res = { seq: job.seq, ok: true, id, clen: blob.length, blob: out.buffer as ArrayBuffer };
+        }
       }
     } else {
       const blob = Buffer.from(job.blob);
@@ -36,7 +69,8 @@ parentPort!.on('message', (job: CodecJob) => {
       res = { seq: job.seq, ok: true, plain: out.buffer as ArrayBuffer };
     }
   } catch (e) {
-    res = { seq: job.seq, ok: false, error: (e as Error).message };
+    const code = (e as NodeJS.ErrnoException).code;
+    res = { seq: job.seq, ok: false, error: code ? `${code}: ${(e as Error).message}` : (e as Error).message };
   }
   const transfer: ArrayBuffer[] = [];
   if (res.ok && res.blob) transfer.push(res.blob);

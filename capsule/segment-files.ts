@@ -13,13 +13,18 @@ export class SegmentFiles {
   readonly root: string;
   readonly tmp: string;
 
-  constructor(dir: string, private readonly fsync: boolean) {
+  constructor(dir: string, readonly fsync: boolean) {
     this.root = path.join(dir, 'segments');
     this.tmp = path.join(dir, 'tmp');
     fs.mkdirSync(this.root, { recursive: true });
     fs.mkdirSync(this.tmp, { recursive: true });
     // All 256 fan-out directories up front: no mkdir on the write path.
     for (let i = 0; i < 256; i++) fs.mkdirSync(path.join(this.root, i.toString(16).padStart(2, '0')), { recursive: true });
+  }
+
+  /** Where codec workers write segments (same layout, same rules). */
+  get sink(): { root: string; tmp: string; fsync: boolean } {
+    return { root: this.root, tmp: this.tmp, fsync: this.fsync };
   }
 
   pathOf(id: string): string {

@@ -596,24 +596,32 @@ export class Store implements CapsuleApi {
    */
   private async storeSegment(c: Capsule, plain: Buffer, known: Set<string>, transfer = false): Promise<{ id: string; plen: number; clen: number } | null> {
     const plen = plain.length;
-    const enc = await this.codec.encode(plain, c.policy.compression, c.keys, transfer);
-    if (!enc) return null;
-    const { id, blob } = enc;
-    this.pin(id);
-    if (known.has(id)) return { id, plen, clen: 0 };
-    const row = this.stmt('SELECT clen FROM segments WHERE id = ?').get(id) as { clen: number } | undefined;
-    if (row && this.files.exists(id)) {
-      known.add(id);
-      return { id, plen, clen: row.clen };
-    }
+    let r: Awaited<ReturnType<CodecPool['encodeAndWrite']>>;
     try {
-      await this.files.write(id, blob);
+      r = await this.codec.encodeAndWrite(plain, c.policy.compression, c.keys, this.files.sink, transfer);
     } catch (e) {
-      this.unpin(id);
-      throw e;
+      throw fromFsError(e, 'writing a segment');
+    }
+    if (!r) return null;
+    const { id, clen } = r;
+    this.pin(id);
+    if (known.has(id)) return { id, plen, clen };
+    // Pinned now, so GC will not take it; but an unreferenced older copy could have been
+    // collected between the worker's look and the pin: make sure the file is there.
+    if (!this.files.exists(id)) {
+      if (!r.blob) {
+        this.unpin(id);
+        throw new SpaceError('UNAVAILABLE', `segment ${id.slice(0, 16)} was collected while being stored; retry`);
+      }
+      try {
+        await this.files.write(id, r.blob);
+      } catch (e) {
+        this.unpin(id);
+        throw e;
+      }
     }
     known.add(id);
-    return { id, plen, clen: blob.length };
+    return { id, plen, clen };
   }
 
   private insertSegmentRow(c: Capsule, s: { id: string; plen: number; clen: number }): void {
@@ -621,17 +629,17 @@ export class Store implements CapsuleApi {
   }
 
   /** Verified plaintext of a segment; integrity failures name capsule, file and offset. */
-  private loadSegment(c: Capsule, p: string, idx: number, seg: string): Promise<Buffer> {
+  private loadSegment(c: Capsule, p: string, idx: number, seg: string, cache = true): Promise<Buffer> {
     const hit = this.cache.get(seg);
     if (hit) return Promise.resolve(hit);
     const inFlight = this.loading.get(seg);
-    if (inFlight) return inFlight.catch(() => this.decodeFromDisk(c, p, idx, seg));
-    const job = this.decodeFromDisk(c, p, idx, seg).finally(() => this.loading.delete(seg));
+    if (inFlight) return inFlight.catch(() => this.decodeFromDisk(c, p, idx, seg, cache));
+    const job = this.decodeFromDisk(c, p, idx, seg, cache).finally(() => this.loading.delete(seg));
     this.loading.set(seg, job);
     return job;
   }
 
-  private async decodeFromDisk(c: Capsule, p: string, idx: number, seg: string): Promise<Buffer> {
+  private async decodeFromDisk(c: Capsule, p: string, idx: number, seg: string, cache: boolean): Promise<Buffer> {
     const offset = idx * c.policy.segmentSize;
     const damaged = (reason: string) => {
       this.events.emit('integrity', { capsule: c.row.id, file: p, offset, segment: seg });
@@ -649,7 +657,7 @@ export class Store implements CapsuleApi {
     } catch (e) {
       throw damaged((e as Error).message);
     }
-    this.cache.set(seg, plain);
+    if (cache) this.cache.set(seg, plain);
     return plain;
   }
 
@@ -779,6 +787,14 @@ export class Store implements CapsuleApi {
   }
 
   async read(ref: string, p: string, offset: number, length: number, version?: VersionSel): Promise<Buffer> {
+    return this.readRange(ref, p, offset, length, version, false);
+  }
+
+  /**
+   * `streaming`: the caller reads whole segments in order and keeps its own read-ahead, so the
+   * segments bypass the LRU (a 1 GiB stream would otherwise churn it and hold 64 MiB for nothing).
+   */
+  private async readRange(ref: string, p: string, offset: number, length: number, version: VersionSel, streaming: boolean): Promise<Buffer> {
     const c = this.capsule(ref);
     p = normPath(p);
     const v = this.versionOf(c, version);
@@ -794,7 +810,9 @@ export class Store implements CapsuleApi {
     // A read that starts where the previous one on this file ended is sequential: fetch the
     // next segments too, so the reader rarely waits for a decode (FUSE and NFS read 128 KiB at a time).
     const streamKey = `${c.row.id}:${v}:${n.ino}`;
-    const sequential = this.readEnds.get(streamKey) === offset;
+    const lastEnd = this.readEnds.get(streamKey);
+    // Near the previous end counts too: the kernel keeps several read-ahead requests in flight.
+    const sequential = !streaming && lastEnd !== undefined && Math.abs(offset - lastEnd) <= 2 * c.policy.segmentSize;
     if (this.readEnds.size > 4096) this.readEnds.clear();
     this.readEnds.set(streamKey, end);
     const ahead = sequential ? READ_AHEAD : 0;
@@ -809,13 +827,13 @@ export class Store implements CapsuleApi {
       const e = byIdx.get(first);
       const from = offset - first * segSize;
       const to = end - first * segSize;
-      if (e && to <= e.len) return (await this.loadSegment(c, p, first, e.seg)).subarray(from, to);
+      if (e && to <= e.len) return (await this.loadSegment(c, p, first, e.seg, !streaming)).subarray(from, to);
     }
     // Several segments: load them concurrently, then assemble (dirty data wins, holes are zeros).
     const loads = new Map<number, Promise<Buffer>>();
     for (let idx = first; idx <= last; idx++) {
       const e = byIdx.get(idx);
-      if (e && !d?.lookup(idx)) loads.set(idx, this.loadSegment(c, p, idx, e.seg));
+      if (e && !d?.lookup(idx)) loads.set(idx, this.loadSegment(c, p, idx, e.seg, !streaming));
     }
     for (const l of loads.values()) l.catch(() => {}); // each is awaited below
     const out = Buffer.alloc(end - offset);
@@ -851,7 +869,7 @@ export class Store implements CapsuleApi {
     const next = () => {
       if (pos >= end) return false;
       const n = Math.min(end - pos, step - (pos % step)); // one segment per piece
-      const p2 = this.read(ref, p, pos, n, opts.version);
+      const p2 = this.readRange(ref, p, pos, n, opts.version, true);
       p2.catch(() => {}); // surfaced when awaited below
       ahead.push(p2);
       pos += n;
