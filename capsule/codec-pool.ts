@@ -5,6 +5,7 @@
  * Falls back to running inline when workers cannot start (the result is the same, only slower).
  */
 import os from 'node:os';
+import fsp from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import type { Compression } from './policy.js';
 import { decodeSegment, encodeSegment, segmentAddress } from './segment-codec.js';
@@ -18,10 +19,10 @@ export interface SegmentSink {
 
 export type CodecJob =
   | { op: 'encode'; seq: number; plain: ArrayBuffer; offset: number; length: number; codec: Compression; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number; sink?: SegmentSink }
-  | { op: 'decode'; seq: number; id: string; blob: ArrayBuffer; hashKey: Uint8Array; dataKey?: Uint8Array };
+  | { op: 'decode'; seq: number; id: string; blob?: ArrayBuffer; file?: string; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number };
 
 export type CodecResult =
-  | { seq: number; ok: true; id?: string | null; blob?: ArrayBuffer; plain?: ArrayBuffer; clen?: number; written?: boolean }
+  | { seq: number; ok: true; id?: string | null; blob?: ArrayBuffer; plain?: ArrayBuffer; clen?: number; written?: boolean; missing?: boolean; needKey?: number }
   | { seq: number; ok: false; error: string };
 
 export interface EncodeKeys {
@@ -76,7 +77,13 @@ export class CodecPool {
   }
 
   private run(job: CodecJob, transfer: ArrayBuffer[]): Promise<CodecResult> {
-    const slot = this.slots.reduce((a, b) => (b.busy < a.busy ? b : a));
+    // Least busy, starting the scan at a rotating index so ties spread over every worker.
+    const start = this.seq % this.slots.length;
+    let slot = this.slots[start]!;
+    for (let i = 1; i < this.slots.length; i++) {
+      const cand = this.slots[(start + i) % this.slots.length]!;
+      if (cand.busy < slot.busy) slot = cand;
+    }
     // Ref'd only while it has work: pending jobs keep the process alive, an idle pool does not.
     if (slot.busy++ === 0) slot.worker.ref();
     return new Promise((resolve) => {
@@ -130,6 +137,38 @@ export class CodecPool {
     const r = await this.run({ op: 'decode', seq, id, blob: own.buffer as ArrayBuffer, hashKey, dataKey }, [own.buffer as ArrayBuffer]);
     if (!r.ok) throw new Error(r.error);
     return Buffer.from(r.plain!);
+  }
+
+  /**
+   * Read a segment file and verify/decode it in a worker. `dataKeyFor` gives the key for the
+   * key id in the segment's header; the capsule's own key is sent along and the rare segment
+   * written under another key (a clone's origin) costs one more round trip.
+   * Resolves null when the file does not exist.
+   */
+  async readAndDecode(id: string, file: string, hashKey: Buffer, own: { id: number; key: Buffer } | undefined, dataKeyFor: (keyId: number) => Buffer): Promise<Buffer | null> {
+    if (this.inline) {
+      let blob: Buffer;
+      try {
+        blob = await fsp.readFile(file);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        throw e;
+      }
+      return decodeSegment(id, blob, hashKey, dataKeyFor);
+    }
+    let key = own;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const seq = ++this.seq;
+      const r = await this.run({ op: 'decode', seq, id, file, hashKey, dataKey: key?.key, dataKeyId: key?.id }, []);
+      if (!r.ok) throw new Error(r.error);
+      if (r.missing) return null;
+      if (r.needKey !== undefined) {
+        key = { id: r.needKey, key: dataKeyFor(r.needKey) };
+        continue;
+      }
+      return Buffer.from(r.plain!);
+    }
+    throw new Error('segment names a data key that cannot be resolved');
   }
 
   async close(): Promise<void> {

@@ -9,6 +9,13 @@ import { parentPort } from 'node:worker_threads';
 import { decodeSegment, encodeSegment, segmentAddress } from './segment-codec.js';
 import { ownedCopy, ownsBuffer, type CodecJob, type CodecResult } from './codec-pool.js';
 
+/** Thrown from the key lookup when the segment was encrypted under a key this job lacks. */
+class NeedKey extends Error {
+  constructor(readonly keyId: number) {
+    super(`needs data key ${keyId}`);
+  }
+}
+
 const zero = new Map<number, Buffer>();
 function isZero(b: Buffer): boolean {
   let z = zero.get(b.length);
@@ -60,15 +67,30 @@ parentPort!.on('message', (job: CodecJob) => {
         }
       }
     } else {
-      const blob = Buffer.from(job.blob);
-      const plain = decodeSegment(job.id, blob, Buffer.from(job.hashKey), () => {
-        if (!job.dataKey) throw new Error('segment is encrypted but no data key was given');
-        return Buffer.from(job.dataKey);
-      });
-      const out = ownsBuffer(plain) ? plain : ownedCopy(plain);
-      res = { seq: job.seq, ok: true, plain: out.buffer as ArrayBuffer };
+      let blob: Buffer | null;
+      if (job.file) {
+        try {
+          blob = fs.readFileSync(job.file);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+          blob = null;
+        }
+      } else blob = Buffer.from(job.blob!);
+      if (!blob) res = { seq: job.seq, ok: true, missing: true };
+      else {
+        const plain = decodeSegment(job.id, blob, Buffer.from(job.hashKey), (keyId) => {
+          if (job.dataKey && job.dataKeyId === keyId) return Buffer.from(job.dataKey);
+          throw new NeedKey(keyId);
+        });
+        const out = ownsBuffer(plain) ? plain : ownedCopy(plain);
+        res = { seq: job.seq, ok: true, plain: out.buffer as ArrayBuffer };
+      }
     }
   } catch (e) {
+    if (e instanceof NeedKey) {
+      parentPort!.postMessage({ seq: job.seq, ok: true, needKey: e.keyId });
+      return;
+    }
     const code = (e as NodeJS.ErrnoException).code;
     res = { seq: job.seq, ok: false, error: code ? `${code}: ${(e as Error).message}` : (e as Error).message };
   }

@@ -26,7 +26,7 @@ import { silentLogger, type Logger } from './log.js';
 import { defaultPolicy, validatePolicy, type Policy } from './policy.js';
 import { normPath, parentAndName, splitPath } from './paths.js';
 import { HEAD, ROOT_INO, T_DIR, T_FILE, migrate } from './schema.js';
-import { HEADER_BYTES, decodeSegment, type SegmentKeys } from './segment-codec.js';
+import { decodeSegment, type SegmentKeys } from './segment-codec.js';
 import { isZero, sharedCodecPool, type CodecPool } from './codec-pool.js';
 import { SegmentFiles } from './segment-files.js';
 import { SegmentCache } from './cache.js';
@@ -238,6 +238,9 @@ export class Store implements CapsuleApi {
   private capsule(ref: string): Capsule {
     this.live();
     if (typeof ref !== 'string' || ref.length === 0) throw invalid('a capsule id or name is required');
+    // By id from memory: this process is the only writer, and delete() drops the entry.
+    const known = this.capsules.get(ref);
+    if (known) return known;
     const row = this.stmt('SELECT * FROM capsules WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1').get(ref, ref, ref) as CapsuleRow | undefined;
     if (!row) throw notFound(`capsule ${ref} not found`);
     return this.loadCapsule(row);
@@ -646,17 +649,14 @@ export class Store implements CapsuleApi {
       this.log.error('segment.integrity', { capsule: c.row.id, file: p, offset, segment: seg, reason });
       return new IntegrityError(c.row.name, p, offset, reason, seg);
     };
-    const blob = await this.files.read(seg);
-    if (!blob) throw damaged('segment is missing');
-    let plain: Buffer;
+    let plain: Buffer | null;
     try {
-      // The data key is named in the header; unwrapping it needs the KEK, so it happens here.
-      const encrypted = blob.length >= HEADER_BYTES && blob.readUInt8(6) === 1;
-      const dataKey = encrypted ? this.dataKeyById(blob.readUInt32BE(12)) : undefined;
-      plain = await this.codec.decode(seg, blob, c.keys.hashKey, dataKey);
+      // The worker reads the file too: the event loop only learns the verified plaintext.
+      plain = await this.codec.readAndDecode(seg, this.files.pathOf(seg), c.keys.hashKey, c.keys.dataKey, this.dataKeyById);
     } catch (e) {
       throw damaged((e as Error).message);
     }
+    if (!plain) throw damaged('segment is missing');
     if (cache) this.cache.set(seg, plain);
     return plain;
   }

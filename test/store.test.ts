@@ -242,7 +242,8 @@ describe('capsule store', function () {
     for (let off = 0; off < data.length; off += 4096) await store.writeBuffered('b', 'f', off, data.subarray(off, off + 4096));
     assert.equal((await store.getattr('b', 'f')).size, data.length);
     assert.deepEqual(await store.read('b', 'f', 0, data.length), data);
-    assert.equal(segmentFiles(dir).length, 0, 'nothing written before flush');
+    // write-behind may commit full segments early; the end-of-file segment waits for flush
+    assert.ok(segmentFiles(dir).length < 8, 'the tail is still only buffered before flush');
     await store.flush('b', 'f');
     assert.equal(segmentFiles(dir).length, 8);
     await store.close();
