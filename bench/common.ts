@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 
 export const MiB = 1 << 20;
 
-/** The repository root (this file is at dist/bench/common.js or bench/common.ts). */
+/** The repository root (benchmarks run compiled, from dist/bench/). */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Where result JSON files go (override with BENCH_OUT). */
 export const OUT_DIR = process.env.BENCH_OUT ?? path.join(REPO_ROOT, '.bench-out');
@@ -88,13 +88,6 @@ function stamp(b: Buffer, i: number): void {
 
 export function now(): number {
   return performance.now();
-}
-
-/** Run `fn`, return [result, seconds]. */
-export async function timed<T>(fn: () => Promise<T> | T): Promise<[T, number]> {
-  const t0 = now();
-  const r = await fn();
-  return [r, (now() - t0) / 1000];
 }
 
 export function median(xs: number[]): number {
@@ -184,13 +177,16 @@ export function procMem(): { vmHWMKiB: number; vmRSSKiB: number } | null {
   }
 }
 
-/** True when this module is the process's entry point (so files can be imported by run-all). */
-export function isMain(metaUrl: string): boolean {
-  const entry = process.argv[1];
-  if (!entry) return false;
-  try {
-    return fs.realpathSync(entry) === fs.realpathSync(fileURLToPath(metaUrl));
-  } catch {
-    return false;
-  }
+/**
+ * Call when a benchmark's work is done. The process should then exit by itself; if something
+ * (a store's worker, a timer, a socket) still holds the event loop 10 s later, say so, listing
+ * the active handles, and exit anyway so a benchmark run never hangs on a leaked handle.
+ */
+export function exitWhenDone(name: string, code = 0): void {
+  process.exitCode = code;
+  setTimeout(() => {
+    console.error(`warning: ${name} finished but the process was still alive 10 s later ` +
+      `(active: ${process.getActiveResourcesInfo().join(', ') || 'none'}): a handle is leaking; exiting`);
+    process.exit(code);
+  }, 10_000).unref();
 }

@@ -22,7 +22,7 @@ import { Store } from '../capsule/store.js';
 import { validatePolicy } from '../capsule/policy.js';
 import { HEADER_BYTES } from '../capsule/segment-codec.js';
 import {
-  MiB, UniqueBlocks, envInt, sync, median, meta, now, rmrf, round, scratchDir, sizeMiB, syncAndDrop, table, writeResult,
+  MiB, UniqueBlocks, envInt, sync, median, meta, now, rmrf, round, scratchDir, sizeMiB, syncAndDrop, table, writeResult, exitWhenDone,
 } from './common.js';
 
 const TARGET = 0.7;
@@ -271,7 +271,7 @@ async function main(): Promise<void> {
   writeResult('put-get', result);
 }
 
-main().catch((e) => {
+main().then(() => exitWhenDone('put-get'), (e) => {
   console.error(e);
   process.exit(1);
 });

@@ -12,12 +12,14 @@
  * seconds (default 5). Segment files are in the OS page cache (the file was just written): this
  * measures the store, not the disk. Correctness is checked on a separate sample afterwards.
  *
- * Env: BENCH_SIZE_MB (default 1024), BENCH_SECONDS (default 5), BENCH_QD (default 32).
+ * Env: BENCH_SIZE_MB (default 1024), BENCH_SECONDS (default 5), BENCH_QD (default 32),
+ * BENCH_SEGMENT_KIB (capsule segment size, default 1024 = the policy default; try 64 to see what
+ * smaller segments do to miss cost).
  * Run: npx tsc -p . && node dist/bench/random-read.js
  */
 import { Store } from '../capsule/store.js';
 import { validatePolicy } from '../capsule/policy.js';
-import { MiB, UniqueBlocks, envInt, meta, now, rmrf, round, scratchDir, sizeMiB, table, writeResult } from './common.js';
+import { MiB, UniqueBlocks, envInt, meta, now, rmrf, round, scratchDir, sizeMiB, table, writeResult, exitWhenDone } from './common.js';
 
 const REF = 'bench';
 const FILE = 'content';
@@ -103,16 +105,17 @@ async function main(): Promise<void> {
   const count = sizeMiB();
   const seconds = envInt('BENCH_SECONDS', 5);
   const qdHigh = Math.max(2, envInt('BENCH_QD', 32));
+  const segKiB = envInt('BENCH_SEGMENT_KIB', 1024);
   const workingSet = Math.max(1, Math.min(count, CACHE_BYTES / MiB / 2));
   const dir = scratchDir('randread');
   const blocks = new UniqueBlocks(13);
-  console.log(`random-read: ${count} MiB file, 4 KiB reads, ${seconds} s per case, data dir ${dir}`);
+  console.log(`random-read: ${count} MiB file, ${segKiB} KiB segments, 4 KiB reads, ${seconds} s per case, data dir ${dir}`);
   const results: CaseResult[] = [];
   let verified = 0;
   try {
     {
       const s = Store.open(dir, { fsync: false });
-      await s.create({ id: REF, policy: validatePolicy({ encryption: true, compression: 'none' }) });
+      await s.create({ id: REF, policy: validatePolicy({ encryption: true, compression: 'none', segmentSize: segKiB * 1024 }) });
       const t0 = now();
       await s.put(REF, FILE, blocks.stream(count));
       console.log(`  setup: put ${count} MiB in ${round((now() - t0) / 1000, 2)} s`);
@@ -121,7 +124,7 @@ async function main(): Promise<void> {
     const store = Store.open(dir, { cacheBytes: CACHE_BYTES });
     try {
       // warm the working set into the segment cache, then a short untimed warm-up of the read path
-      for (let i = 0; i < workingSet; i++) await store.read(REF, FILE, i * MiB, IO);
+      for (let off = 0; off < workingSet * MiB; off += segKiB * 1024) await store.read(REF, FILE, off, IO);
       await runCase(store, 'warm-up', workingSet, 1, Math.min(1, seconds), 99);
       let seed = 1;
       for (const qd of [1, qdHigh]) {
@@ -141,29 +144,30 @@ async function main(): Promise<void> {
   } finally {
     rmrf(dir);
   }
-  table(`4 KiB random reads via Store.read, ${count} MiB encrypted capsule, segment cache ${CACHE_BYTES / MiB} MiB, ${seconds} s each`,
+  table(`4 KiB random reads via Store.read, ${count} MiB encrypted capsule, ${segKiB} KiB segments, segment cache ${CACHE_BYTES / MiB} MiB, ${seconds} s each`,
     ['case', 'working set MiB', 'QD', 'reads', 'IOPS', 'MiB/s', 'p50 us', 'p99 us'],
-    results.map((r) => [r.name, r.workingSetMiB, r.qd, r.reads, round(r.iops), round(r.mibps, 2), round(r.latencyUs.p50), round(r.latencyUs.p99)]));
+    results.map((r) => [r.name, r.workingSetMiB, r.qd, r.reads, round(r.iops, 0), round(r.mibps, 2), round(r.latencyUs.p50), round(r.latencyUs.p99)]));
   console.log(`verified ${verified} random 4 KiB reads against the source`);
   const by = (name: string, qd: number) => results.find((r) => r.name === name && r.qd === qd)!;
   writeResult('random-read', {
     meta: meta('random-read'),
     ioBytes: IO,
+    segmentBytes: segKiB * 1024,
     cacheBytes: CACHE_BYTES,
     seconds,
     results,
     verifiedReads: verified,
     summary: {
-      cachedQd1Iops: round(by('working set in cache', 1).iops),
-      cachedQdHighIops: round(by('working set in cache', qdHigh).iops),
-      uniformQd1Iops: round(by('uniform over file', 1).iops),
-      uniformQdHighIops: round(by('uniform over file', qdHigh).iops),
+      cachedQd1Iops: round(by('working set in cache', 1).iops, 0),
+      cachedQdHighIops: round(by('working set in cache', qdHigh).iops, 0),
+      uniformQd1Iops: round(by('uniform over file', 1).iops, 0),
+      uniformQdHighIops: round(by('uniform over file', qdHigh).iops, 0),
       qdHigh,
     },
   });
 }
 
-main().catch((e) => {
+main().then(() => exitWhenDone('random-read'), (e) => {
   console.error(e);
   process.exit(1);
 });

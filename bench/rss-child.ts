@@ -11,7 +11,7 @@
  */
 import { Store } from '../capsule/store.js';
 import { validatePolicy } from '../capsule/policy.js';
-import { MiB, UniqueBlocks, now, procMem, sizeMiB } from './common.js';
+import { MiB, UniqueBlocks, now, procMem, sizeMiB, exitWhenDone } from './common.js';
 
 const REF = 'bench';
 const FILE = 'content';
@@ -52,7 +52,7 @@ async function main(): Promise<void> {
   }));
 }
 
-main().catch((e) => {
+main().then(() => exitWhenDone('rss-child'), (e) => {
   console.error(e);
   process.exit(1);
 });

@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { DIST_BENCH, meta, rmrf, round, scratchDir, sizeMiB, table, writeResult } from './common.js';
+import { DIST_BENCH, meta, rmrf, round, scratchDir, sizeMiB, table, writeResult, exitWhenDone } from './common.js';
 
 const TARGET_MIB = 256;
 const TIME = '/usr/bin/time';
@@ -89,7 +89,7 @@ async function main(): Promise<void> {
   });
 }
 
-main().catch((e) => {
+main().then(() => exitWhenDone('rss'), (e) => {
   console.error(e);
   process.exit(1);
 });

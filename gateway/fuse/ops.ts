@@ -18,6 +18,8 @@ export type FuseStore = Pick<CapsuleApi, 'getattr' | 'readdir' | 'read' | 'trunc
   /** Write into the store's dirty-segment buffer; durable only after flush. */
   writeBuffered(ref: string, path: string, offset: number, data: Uint8Array): Promise<number>;
   flush(ref: string, path?: string): Promise<void>;
+  /** Optional synchronous read of bytes already in memory (undefined: use read()). */
+  tryReadSync?(ref: string, path: string, offset: number, length: number): Buffer | undefined;
 };
 
 export interface FuseOpsOptions {
@@ -139,6 +141,21 @@ export function createFuseOps(o: FuseOpsOptions): { ops: FuseOperations; stats: 
     },
 
     read(p, _fd, buf, len, pos, cb) {
+      // Fast path: bytes already in memory are copied and answered without a promise.
+      if (store.tryReadSync) {
+        let data: Buffer | undefined;
+        try {
+          data = store.tryReadSync(id, rel(p), pos, len);
+        } catch {
+          data = undefined; // the async path below reports the error properly
+        }
+        if (data) {
+          const n = data.copy(buf, 0, 0, Math.min(data.length, len));
+          stats.reads++;
+          stats.readBytes += n;
+          return cb(n);
+        }
+      }
       serve('read', p, cb, async () => {
         const data = await store.read(id, rel(p), pos, len);
         // Copy before replying: fuse-native detaches `buf` once the reply is sent.

@@ -1,0 +1,128 @@
+/**
+ * Run every benchmark in sequence, each in its own node process (separate heaps; the FUSE
+ * benchmark needs its event loop free), then print one combined summary from their
+ * .bench-out/<name>.json results.
+ *
+ *   npm run bench                                   (builds first)
+ *   BENCH_SIZE_MB=64 node dist/bench/run-all.js     (smoke run)
+ *   BENCH_ONLY=put-get,rss node dist/bench/run-all.js
+ *
+ * All BENCH_* variables are passed through (see each benchmark's header). A benchmark still
+ * running after BENCH_TIMEOUT_S seconds (default 1200) is stopped with SIGTERM (the FUSE
+ * benchmark unmounts and cleans up on it). Exit status is 1 when a benchmark failed to run;
+ * missed targets are reported, not failures.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { DIST_BENCH, OUT_DIR, envInt, meta, round, sizeMiB, table, writeResult } from './common.js';
+
+const ALL = ['put-get', 'rss', 'random-read', 'fuse'] as const;
+type Name = (typeof ALL)[number];
+
+function runOne(name: Name): Promise<{ code: number | null; secs: number }> {
+  const t0 = Date.now();
+  return new Promise((resolve) => {
+    console.log(`\n######## ${name} ########`);
+    const c = spawn(process.execPath, [path.join(DIST_BENCH, `${name}.js`)], { stdio: 'inherit', env: process.env });
+    const limit = envInt('BENCH_TIMEOUT_S', 1200);
+    const timer = setTimeout(() => {
+      console.error(`${name}: still running after ${limit} s; sending SIGTERM`);
+      c.kill('SIGTERM');
+      setTimeout(() => c.kill('SIGKILL'), 60_000).unref();
+    }, limit * 1000);
+    c.on('error', (e) => {
+      clearTimeout(timer);
+      console.error(`${name}: ${e.message}`);
+      resolve({ code: -1, secs: (Date.now() - t0) / 1000 });
+    });
+    c.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, secs: (Date.now() - t0) / 1000 });
+    });
+  });
+}
+
+function load(name: Name): Record<string, unknown> | null {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(OUT_DIR, `${name}.json`), 'utf8')) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+}
+
+type Row = [string, string, string, string];
+
+function summarize(name: Name, r: Record<string, unknown>): Row[] {
+  const s = r.summary as Record<string, number | boolean | string | null>;
+  const v = (b: unknown) => (b === true ? 'MET' : b === false ? 'MISSED' : 'info');
+  switch (name) {
+    case 'put-get':
+      return [
+        ['put-get', 'put, fsync per segment (default)', `${s.putFsyncMiBps} MiB/s (bound ${s.boundPutMiBps}), ratio ${s.putFsyncRatio}`, 'info'],
+        ['put-get', 'put, fsync:false', `${s.putNoFsyncMiBps} MiB/s (bound ${s.boundPutMiBps}), ratio ${s.putNoFsyncRatio}`, `${v(s.putMeetsTarget)} (>= 0.7)`],
+        ['put-get', 'get (readStream)', `${s.getMiBps} MiB/s (bound ${s.boundGetMiBps}), ratio ${s.getRatio}`, `${v(s.getMeetsTarget)} (>= 0.7)`],
+        ['put-get', 'get, cold page cache', s.getColdMiBps === null ? 'n/a' : `${s.getColdMiBps} MiB/s`, 'info'],
+      ];
+    case 'rss':
+      return [
+        ['rss', 'node baseline (open+close)', `${s.idlePeakMiB} MiB`, 'info'],
+        ['rss', 'peak RSS, put', `${s.putPeakMiB} MiB`, `${v(s.putMeetsTarget)} (< 256)`],
+        ['rss', 'peak RSS, get', `${s.getPeakMiB} MiB`, `${v(s.getMeetsTarget)} (< 256)`],
+      ];
+    case 'random-read':
+      return [
+        ['random-read', '4 KiB, working set in cache, QD1', `${s.cachedQd1Iops} IOPS`, 'info'],
+        ['random-read', `4 KiB, working set in cache, QD${s.qdHigh}`, `${s.cachedQdHighIops} IOPS`, 'info'],
+        ['random-read', '4 KiB, uniform over file, QD1', `${s.uniformQd1Iops} IOPS`, 'info'],
+        ['random-read', `4 KiB, uniform over file, QD${s.qdHigh}`, `${s.uniformQdHighIops} IOPS`, 'info'],
+      ];
+    case 'fuse': {
+      const rows: Row[] = [
+        ['fuse', 'plain disk write / read', `${s.plainWriteMiBps} / ${s.plainReadMiBps} MiB/s`, 'info'],
+        ['fuse', 'passthrough FUSE write / read', `${s.passthroughWriteMiBps} / ${s.passthroughReadMiBps} MiB/s`, 'info'],
+        ['fuse', 'capsule FUSE write', `${s.capsuleWriteMiBps} MiB/s: ${s.capsuleWriteVsPassthrough} x passthrough, ${s.capsuleWriteVsPlain} x plain`, `${v(s.writeMeetsTarget)} (>= 0.8 pt)`],
+        ['fuse', 'capsule FUSE read (cold)', `${s.capsuleReadMiBps} MiB/s: ${s.capsuleReadVsPassthrough} x passthrough, ${s.capsuleReadVsPlain} x plain`, `${v(s.readMeetsTarget)} (>= 0.8 pt)`],
+      ];
+      if (s.capsuleNoFsyncWriteMiBps !== undefined) {
+        rows.push(['fuse', 'capsule FUSE, store fsync:false, w / r', `${s.capsuleNoFsyncWriteMiBps} / ${s.capsuleNoFsyncReadMiBps} MiB/s (${s.capsuleNoFsyncWriteVsPassthrough} / ${s.capsuleNoFsyncReadVsPassthrough} x pt)`, 'info']);
+      }
+      return rows;
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  const only = process.env.BENCH_ONLY?.split(',').map((x) => x.trim()).filter(Boolean);
+  for (const n of only ?? []) if (!(ALL as readonly string[]).includes(n)) throw new Error(`BENCH_ONLY: unknown benchmark ${n} (known: ${ALL.join(', ')})`);
+  const names = ALL.filter((n) => !only || only.includes(n));
+  console.log(`run-all: ${names.join(', ')} at ${sizeMiB()} MiB (BENCH_SIZE_MB)`);
+  const runs: Record<string, { code: number | null; secs: number }> = {};
+  const started = Date.now();
+  for (const n of names) {
+    // a stale result must not pass for this run's
+    fs.rmSync(path.join(OUT_DIR, `${n}.json`), { force: true });
+    runs[n] = await runOne(n);
+  }
+  const rows: Row[] = [];
+  const results: Record<string, unknown> = {};
+  let failed = 0;
+  for (const n of names) {
+    const r = runs[n]!.code === 0 ? load(n) : null;
+    if (!r) {
+      failed++;
+      rows.push([n, 'FAILED', `exit ${runs[n]!.code} after ${round(runs[n]!.secs)} s`, '-']);
+      continue;
+    }
+    results[n] = r.summary;
+    rows.push(...summarize(n, r));
+  }
+  table(`summary (${sizeMiB()} MiB; ${round((Date.now() - started) / 1000)} s total)`, ['benchmark', 'measurement', 'result', 'target'], rows);
+  writeResult('summary', { meta: meta('summary'), runs, results });
+  if (failed) process.exit(1);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
