@@ -3,8 +3,10 @@
  *   magic "SPSG" | format u8 (1) | codec u8 | encrypted u8 | reserved u8 | plainLen u32 | keyId u32
  *   then, if encrypted: nonce(12) | ciphertext | tag(16); else the (compressed) bytes.
  * The header and the segment's address are authenticated as AAD, so a segment cannot be swapped
- * for another one. Every decode re-derives the address from the plaintext (keyed HMAC), which also
- * catches bit flips in unencrypted segments.
+ * for another one. For encrypted segments that tag is the whole check: it authenticates the
+ * ciphertext, the header and the address together, so recomputing the HMAC on every read would
+ * only spend a second pass over the data. Unencrypted segments are checked by re-deriving the
+ * address from the plaintext (keyed HMAC), which catches bit flips and swapped files.
  */
 import crypto from 'node:crypto';
 import { compress, decompress, codecName, CODEC_ID } from './compression.js';
@@ -98,6 +100,6 @@ export function decodeSegment(id: string, blob: Buffer, hashKey: Buffer, dataKey
     throw new Error(`cannot decompress (${(e as Error).message})`);
   }
   if (plain.length !== h.plainLen) throw new Error(`length ${plain.length} differs from recorded ${h.plainLen}`);
-  if (segmentAddress(hashKey, plain) !== id) throw new Error('content hash mismatch (segment damaged)');
+  if (!h.encrypted && segmentAddress(hashKey, plain) !== id) throw new Error('content hash mismatch (segment damaged)');
   return plain;
 }

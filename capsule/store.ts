@@ -97,6 +97,13 @@ const PUT_WINDOW = 6;
 const READ_AHEAD = 8;
 /** Full dirty segments of one file that start a background commit (write-behind). */
 const WRITE_BEHIND_SEGMENTS = 4;
+interface ReadMemo {
+  mutations: number;
+  node: InodeRow;
+  /** Extent rows by segment index; null is a hole. */
+  extents: Map<number, ExtentRow | null>;
+}
+
 /** Stands for a hole in tryReadSync (never read from). */
 const ZERO_SEGMENT = Buffer.alloc(0);
 
@@ -122,6 +129,12 @@ export class Store implements CapsuleApi {
   private readonly statements = new Map<string, Database.Statement>();
   /** Where the last read of each open file ended (sequential-read detection). */
   private readonly readEnds = new Map<string, number>();
+  /** Number of metadata-changing statements run so far (see stmt()). */
+  private mutations = 0;
+  /** Per sequential stream: path lookup and extents, valid while `mutations` is unchanged. */
+  private readonly readMemos = new Map<string, ReadMemo>();
+  /** Per sequential stream: the highest segment index read-ahead has already been asked for. */
+  private readonly prefetchedTo = new Map<string, number>();
   /** Bumped whenever file contents are replaced or cut outside the write path (see writeBuffered). */
   private invalidations = 0;
   private closed = false;
@@ -194,6 +207,16 @@ export class Store implements CapsuleApi {
     let st = this.statements.get(sql);
     if (!st) {
       st = this.db.prepare(sql);
+      if (!st.reader) {
+        // Every change to metadata goes through here: count them, so memos of lookups
+        // (tryReadSync) know when they may be stale. Rolled-back changes count too (harmless).
+        const statement = st;
+        const run = statement.run.bind(statement);
+        statement.run = (...args: unknown[]) => {
+          this.mutations++;
+          return run(...args);
+        };
+      }
       this.statements.set(sql, st);
     }
     return st;
@@ -815,11 +838,15 @@ export class Store implements CapsuleApi {
     const lastEnd = this.readEnds.get(streamKey);
     // Near the previous end counts too: the kernel keeps several read-ahead requests in flight.
     const sequential = !streaming && lastEnd !== undefined && Math.abs(offset - lastEnd) <= 2 * c.policy.segmentSize;
-    if (this.readEnds.size > 4096) this.readEnds.clear();
+    if (this.readEnds.size > 4096) {
+      this.readEnds.clear();
+      this.prefetchedTo.clear();
+    }
     this.readEnds.set(streamKey, end);
+    if (!sequential) this.prefetchedTo.set(streamKey, last); // a seek restarts the window
     const exts = this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = ? AND ino = ? AND idx BETWEEN ? AND ?').all(c.row.id, v, n.ino, first, last) as ExtentRow[];
     const byIdx = new Map(exts.map((e) => [e.idx, e]));
-    if (sequential && v === HEAD) this.prefetch(c, p, n.ino, last + 1, d);
+    if (sequential && v === HEAD) this.prefetch(c, p, n.ino, streamKey, last, d);
     if (first === last && !d?.lookup(first)) {
       // Within one committed segment: hand out a view of the verified plaintext, no copy.
       const e = byIdx.get(first);
@@ -853,9 +880,18 @@ export class Store implements CapsuleApi {
     return out;
   }
 
-  /** Start loading the READ_AHEAD segments from `from` on (errors surface on the real read). */
-  private prefetch(c: Capsule, p: string, ino: number, from: number, d: DirtyFile | undefined): void {
-    const exts = this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx BETWEEN ? AND ?').all(c.row.id, ino, from, from + READ_AHEAD - 1) as ExtentRow[];
+  /**
+   * Keep the READ_AHEAD segments after `current` loading (errors surface on the real read).
+   * The window moves in half-window steps, so a stream costs one range query per few segments,
+   * and requests the kernel sends concurrently or slightly out of order do not re-issue loads.
+   */
+  private prefetch(c: Capsule, p: string, ino: number, streamKey: string, current: number, d: DirtyFile | undefined): void {
+    const done = this.prefetchedTo.get(streamKey) ?? current;
+    if (done >= current + READ_AHEAD / 2) return;
+    const from = Math.max(done, current) + 1;
+    const to = current + READ_AHEAD;
+    this.prefetchedTo.set(streamKey, to);
+    const exts = this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx BETWEEN ? AND ?').all(c.row.id, ino, from, to) as ExtentRow[];
     for (const e of exts) if (!d?.lookup(e.idx)) this.loadSegment(c, p, e.idx, e.seg).catch(() => {});
   }
 
@@ -867,9 +903,17 @@ export class Store implements CapsuleApi {
    */
   tryReadSync(ref: string, p: string, offset: number, length: number): Buffer | undefined {
     const c = this.capsule(ref);
-    p = normPath(p);
     checkRange(offset, length);
-    const n = this.lookupFile(c, HEAD, p);
+    // The path lookup and extent rows of a stream are memoized until metadata changes: a
+    // sequential reader asks for the same file thousands of times in a row.
+    const memoKey = `${c.row.id}:${p}`;
+    let memo = this.readMemos.get(memoKey);
+    if (!memo || memo.mutations !== this.mutations) {
+      if (this.readMemos.size > 256) this.readMemos.clear();
+      memo = { mutations: this.mutations, node: this.lookupFile(c, HEAD, normPath(p)), extents: new Map() };
+      this.readMemos.set(memoKey, memo);
+    }
+    const n = memo.node;
     const d = this.dirty.get(dirtyKey(c.row.id, n.ino));
     const size = d ? d.size : n.size;
     if (offset >= size || length === 0) return Buffer.alloc(0);
@@ -888,7 +932,12 @@ export class Store implements CapsuleApi {
         pieces.push({ idx, src: buffered, len: segSize });
         continue;
       }
-      const e = this.extent(c, HEAD, n.ino, idx);
+      let e = memo.extents.get(idx);
+      if (e === undefined) {
+        e = this.extent(c, HEAD, n.ino, idx) ?? null;
+        if (memo.extents.size > 64) memo.extents.clear();
+        memo.extents.set(idx, e);
+      }
       if (!e) {
         pieces.push({ idx, src: ZERO_SEGMENT, len: 0 });
         continue;
@@ -898,8 +947,7 @@ export class Store implements CapsuleApi {
       pieces.push({ idx, src: hit, len: e.len });
     }
     this.readEnds.set(streamKey, end);
-    // Entering a new segment: move the read-ahead window along (one query per segment).
-    if (Math.floor(lastEnd / segSize) !== last) this.prefetch(c, p, n.ino, last + 1, d);
+    this.prefetch(c, p, n.ino, streamKey, last, d);
     if (pieces.length === 1 && pieces[0]!.src !== ZERO_SEGMENT) {
       const pc = pieces[0]!;
       const from = offset - pc.idx * segSize;
