@@ -8,8 +8,9 @@ import { fsck, gc, ls, stat } from './commands/inspect.js';
 import { clone, rm, snapshot } from './commands/manage.js';
 import { serve } from './commands/serve.js';
 import { project } from './commands/project.js';
+import { operator } from './commands/operator.js';
 
-const COMMANDS: Command[] = [put, get, cat, ls, stat, rm, snapshot, clone, fsck, gc, serve, project];
+const COMMANDS: Command[] = [put, get, cat, ls, stat, rm, snapshot, clone, fsck, gc, serve, project, operator];
 const GLOBAL = '--data-dir D (or SPACE_HOME; default ~/.space) | --gateway HOST:PORT [--tls-ca F --tls-cert F --tls-key F]';
 
 function help(): string {

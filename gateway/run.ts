@@ -5,11 +5,21 @@
 import { createLogger } from '../capsule/log.js';
 import { startGateway, type Gateway, type GatewayOptions } from './server.js';
 
-/** Resolves when the gateway has shut down after a signal. */
-export async function runGateway(opts: GatewayOptions, onStarted?: (gw: Gateway) => void): Promise<void> {
+/**
+ * Resolves when the gateway has shut down after a signal. `onStarted` may return a stop
+ * function for something that runs on top of the gateway (standalone mode's operator): it is
+ * awaited before the gateway closes, so that work ends while its gateway still answers.
+ */
+export async function runGateway(opts: GatewayOptions, onStarted?: (gw: Gateway) => void | Promise<void | (() => Promise<void>)>): Promise<void> {
   const logger = opts.logger ?? createLogger({ component: 'gateway' });
   const gw = await startGateway({ ...opts, logger });
-  onStarted?.(gw);
+  let stopExtra: (() => Promise<void>) | void;
+  try {
+    stopExtra = await onStarted?.(gw);
+  } catch (e) {
+    await gw.close();
+    throw e;
+  }
   await new Promise<void>((resolve, reject) => {
     let stopping = false;
     const onSignal = (signal: NodeJS.Signals) => {
@@ -19,11 +29,14 @@ export async function runGateway(opts: GatewayOptions, onStarted?: (gw: Gateway)
       }
       stopping = true;
       logger.info('gateway.signal', { signal });
-      gw.close().then(() => {
-        process.off('SIGTERM', onSignal);
-        process.off('SIGINT', onSignal);
-        resolve();
-      }, reject);
+      Promise.resolve(stopExtra?.())
+        .catch((err: unknown) => logger.error('gateway.stop_extra_failed', { err }))
+        .then(() => gw.close())
+        .then(() => {
+          process.off('SIGTERM', onSignal);
+          process.off('SIGINT', onSignal);
+          resolve();
+        }, reject);
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);

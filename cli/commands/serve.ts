@@ -1,5 +1,6 @@
 /** spacectl serve: the standalone gateway (the cluster's StatefulSet runs the same entry). */
 import fs from 'node:fs';
+import path from 'node:path';
 import { runGateway } from '../../gateway/run.js';
 import { DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN } from '../../gateway/server.js';
 import { Store } from '../../capsule/store.js';
@@ -8,12 +9,18 @@ import { LocalViewManager } from '../../gateway/fuse/views.js';
 import type { Command } from '../command.js';
 import { dataDirOf } from '../target.js';
 import { invalid } from '../../capsule/errors.js';
+import { startStandaloneOperator } from '../../operator/standalone/run.js';
 
 export const serve: Command = {
   name: 'serve',
   summary: 'run a gateway: gRPC Capsule API, FUSE views, /metrics /healthz /readyz',
-  usage: 'spacectl serve [--data-dir D] [--listen 127.0.0.1:7420] [--http 127.0.0.1:7421] [--socket PATH] [--tls-cert F --tls-key F [--tls-ca F] [--tls-client-auth]]',
-  booleans: ['tls-client-auth'],
+  usage: [
+    'spacectl serve [--data-dir D] [--listen 127.0.0.1:7420] [--http 127.0.0.1:7421] [--socket PATH] [--tls-cert F --tls-key F [--tls-ca F] [--tls-client-auth]]',
+    '               [--no-operator] [--operator-http 127.0.0.1:7422] [--view-root DIR]',
+    'Standalone, serve also runs the operator on the data dir\'s object store (what `spacectl apply` writes);',
+    '--no-operator runs the gateway alone (in a cluster, `spacectl operator` does that job).',
+  ].join('\n'),
+  booleans: ['tls-client-auth', 'no-operator'],
   async run(f) {
     const dataDir = dataDirOf(f);
     const listen = f.str('listen') ?? DEFAULT_LISTEN;
@@ -23,6 +30,9 @@ export const serve: Command = {
     const key = f.str('tls-key');
     const ca = f.str('tls-ca');
     const requireClientCert = f.bool('tls-client-auth');
+    const withOperator = !f.bool('no-operator');
+    const operatorHttp = f.str('operator-http');
+    const viewRoot = f.str('view-root');
     if (!!cert !== !!key) throw invalid('--tls-cert and --tls-key go together');
     if (requireClientCert && !ca) throw invalid('--tls-client-auth needs --tls-ca to verify client certificates');
     for (const file of [cert, key, ca]) if (file && !fs.existsSync(file)) throw invalid(`TLS file ${file} does not exist`);
@@ -32,7 +42,14 @@ export const serve: Command = {
     const views = new LocalViewManager(store, logger.child({ component: 'fuse' }));
     await runGateway(
       { dataDir, store, views, listen, httpListen, socket, logger, tls: cert && key ? { cert, key, ca, requireClientCert } : undefined },
-      (gw) => process.stderr.write(`space gateway: data dir ${dataDir}; gRPC ${gw.grpcPort ? `${listen.replace(/:\d+$/, '')}:${gw.grpcPort}` : 'off'}, socket ${gw.socketPath}, http ${gw.httpPort ? `:${gw.httpPort}` : 'off'}\n`),
+      async (gw) => {
+        process.stderr.write(`space gateway: data dir ${dataDir}; gRPC ${gw.grpcPort ? `${listen.replace(/:\d+$/, '')}:${gw.grpcPort}` : 'off'}, socket ${gw.socketPath}, http ${gw.httpPort ? `:${gw.httpPort}` : 'off'}\n`);
+        if (!withOperator) return;
+        const address = gw.socketPath ? `unix://${gw.socketPath}` : `127.0.0.1:${gw.grpcPort}`;
+        const op = await startStandaloneOperator({ dataDir, gatewayAddress: address, logger: logger.child({ component: 'operator' }), metricsAddress: operatorHttp, viewRoot });
+        process.stderr.write(`space operator: reconciling ${path.join(dataDir, 'objects')}${operatorHttp ? `, http ${operatorHttp}` : ''}\n`);
+        return op.stop;
+      },
     );
   },
 };
