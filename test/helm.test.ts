@@ -258,7 +258,7 @@ describe('helm chart charts/space', function () {
     assert.equal(claim!.spec.resources.requests.storage, '10Gi');
     const pod = podSpec(sts);
     const c = container(pod, 'gateway');
-    assert.deepEqual(c.args, ['serve', '--data-dir=/var/lib/space', '--listen=0.0.0.0:7070', '--http=0.0.0.0:9090']);
+    assert.deepEqual(c.args, ['serve', '--data-dir=/var/lib/space', '--listen=0.0.0.0:7070', '--http=0.0.0.0:9090', '--no-operator']);
     assert.ok((c.volumeMounts as Obj[]).some((m) => m.name === 'data' && m.mountPath === '/var/lib/space'));
     assert.equal(c.livenessProbe.httpGet.path, '/healthz');
     assert.equal(c.readinessProbe.httpGet.path, '/readyz');
@@ -272,8 +272,14 @@ describe('helm chart charts/space', function () {
       (client.spec.ports as Obj[]).map((p) => [p.name, p.port]),
       [['grpc', 7070], ['metrics', 9090], ['nvme', 4420], ['nfs', 2049]],
     );
-    // The operator dials the client Service.
-    assert.ok(container(podSpec(one(defaults, 'Deployment', 'space-operator')), 'operator').args.includes(`--gateway=space-gateway.${NAMESPACE}.svc:7070`));
+    // The operator finds every gateway shard through the headless Service's Endpoints (placement
+    // hashes over pod names), not through the load-balanced client Service.
+    const op = container(podSpec(one(defaults, 'Deployment', 'space-operator')), 'operator');
+    assert.ok(!op.args.some((a: string) => a.startsWith('--gateway=')));
+    assert.deepEqual(op.env.find((e: Obj) => e.name === 'SPACE_GATEWAY_SERVICE').value, `${NAMESPACE}/space-gateway-headless`);
+    assert.ok(op.args.includes(`--lease-namespace=${NAMESPACE}`));
+    // Gateways in a cluster run without the standalone embedded operator.
+    assert.ok(container(podSpec(one(defaults, 'StatefulSet', 'space-gateway')), 'gateway').args.includes('--no-operator'));
   });
 
   it('makes the gateway privileged for FUSE only while gateway.fuse.enabled', async () => {

@@ -60,6 +60,7 @@ describe('operator (standalone: embedded API, real gateway)', function () {
       viewRoot: path.join(dir, 'views'),
       localGateway: true,
       zoneProbeIntervalMs: 200,
+      metricsAddress: '127.0.0.1:0',
     });
     return o;
   }
@@ -203,6 +204,19 @@ describe('operator (standalone: embedded API, real gateway)', function () {
     } finally {
       server.close();
     }
+  });
+
+  it('serves /metrics with controller-runtime names and Space gauges, and /healthz /readyz', async () => {
+    const base = `http://127.0.0.1:${op!.manager.port}`;
+    const text = await (await fetch(`${base}/metrics`)).text();
+    assert.match(text, /controller_runtime_reconcile_total\{controller="capsule",result="success"\} [1-9]/);
+    assert.match(text, /controller_runtime_reconcile_time_seconds_bucket\{le="[^"]+",controller="capsuleview"\}/);
+    assert.match(text, /workqueue_depth\{name="capsule"\}/);
+    assert.match(text, /space_capsules\{phase="Ready"\} [1-9]/);
+    assert.match(text, /space_capsule_views\{protocol="csi",ready="true"\} [1-9]/);
+    assert.match(text, /space_capsule_views\{protocol="nvme",ready="false"\} 1/);
+    assert.equal((await fetch(`${base}/healthz`)).status, 200);
+    assert.equal((await fetch(`${base}/readyz`)).status, 200);
   });
 
   it('is idle once everything is reconciled: no status writes without a change', async () => {

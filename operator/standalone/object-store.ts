@@ -23,6 +23,16 @@
  * Watch from resourceVersion "" or "0" starts at the current head and sends no synthetic ADDED
  * events for existing objects (a real API server does; every caller here lists first and
  * watches from the list's resourceVersion, so replaying the state would only duplicate it).
+ * A fresh store's head is "1", so a list's resourceVersion is never the ambiguous "0".
+ *
+ * API-server behaviour kept on purpose (code that passes here passes in a cluster):
+ * - replace() of a custom resource (any non-k8s group) without metadata.resourceVersion is a 422
+ *   "must be specified for an update"; built-in types (ConfigMap, Lease, ...) allow it.
+ *   replaceStatus() checks the resourceVersion only when one is given.
+ * - create() ignores .status; an update that changes nothing writes nothing (no new
+ *   resourceVersion, no event), which keeps idle controllers idle.
+ * - Secrets' stringData is folded into base64 data.
+ * - Owner references cascade like the garbage collector's background deletion.
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -259,7 +269,6 @@ type Handler = (type: WatchEventType, obj: KubeObject) => void;
 class Watcher {
   cursor: number;
   lastBookmark: number;
-  bookmarkedAt = -1;
   ended = false;
   resolve!: () => void;
   reject!: (e: unknown) => void;
