@@ -3,14 +3,15 @@
 import { Flags, parseArgs } from './args.js';
 import type { Command } from './command.js';
 import { SpaceError } from '../capsule/errors.js';
-import { cat, get, put } from './commands/data.js';
+import { cat, put } from './commands/data.js';
+import { apply, get, del } from './commands/objects.js';
 import { fsck, gc, ls, stat } from './commands/inspect.js';
 import { clone, rm, snapshot } from './commands/manage.js';
 import { serve } from './commands/serve.js';
 import { project } from './commands/project.js';
 import { operator } from './commands/operator.js';
 
-const COMMANDS: Command[] = [put, get, cat, ls, stat, rm, snapshot, clone, fsck, gc, serve, project, operator];
+const COMMANDS: Command[] = [put, get, cat, ls, stat, rm, snapshot, clone, fsck, gc, serve, project, apply, del, operator];
 const GLOBAL = '--data-dir D (or SPACE_HOME; default ~/.space) | --gateway HOST:PORT [--tls-ca F --tls-cert F --tls-key F]';
 
 function help(): string {

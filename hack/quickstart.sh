@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The main job on an embedded default: install, build, put `spacectl` on PATH, store the example
-# capsule in a standalone data dir and mount its FUSE view. Prints where to `cat` it.
+# The main job on an embedded default (standalone mode, no cluster): install, build, put
+# `spacectl` on PATH, then `spacectl apply -f deployment/examples/` — the same manifests a cluster
+# takes. Apply starts the standalone server (gateway + operator) in the background; the operator
+# stores the example capsules and mounts the FUSE view. Also stores the example capsule by id and
+# mounts it at /tmp/space-view, as `spacectl put` / `project mount` do. Prints where to `cat`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/install-deps.sh
@@ -9,12 +12,18 @@ SPACECTL="$(command -v spacectl || echo "node $(pwd)/dist/cli/spacectl.js")"
 ID=550e8400-e29b-41d4-a716-446655440000
 TARGET=${SPACE_VIEW:-/tmp/space-view}
 
+$SPACECTL apply -f deployment/examples/ --wait
+echo
+$SPACECTL get space
+echo
 if $SPACECTL project umount --target "$TARGET" >/dev/null 2>&1; then echo "(unmounted an earlier view at $TARGET)"; fi
 $SPACECTL stat --id "$ID" >/dev/null 2>&1 || \
   $SPACECTL put deployment/examples/hello.txt --id "$ID" --policy-file deployment/examples/policy.yaml
 $SPACECTL project mount --id "$ID" --target "$TARGET" --rw
+HOME_DIR=${SPACE_HOME:-$HOME/.space}
 echo
-echo "The capsule is live. Try:"
-echo "  cat $TARGET/content"
-echo "  spacectl ls --id $ID; spacectl stat --id $ID"
-echo "  spacectl project umount --target $TARGET     # when done"
+echo "Space runs standalone on $HOME_DIR. Try:"
+echo "  cat /tmp/space-views/hello/content      # the CapsuleView hello-fuse (deployment/examples/view-fuse.yaml)"
+echo "  cat $TARGET/content                     # the capsule stored with spacectl put"
+echo "  spacectl get capsules; spacectl get cv -o yaml; spacectl ls"
+echo "  kill \$(cat $HOME_DIR/objects/operator.pid)   # stop the standalone server (unmounts its views)"

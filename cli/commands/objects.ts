@@ -16,6 +16,9 @@ import { ObjectStore, type ObjectStoreOptions } from '../../operator/standalone/
 import { KINDS, age, displayName, kindOf, knownKindsHelp, resolveKinds, type KindInfo } from '../../operator/standalone/kinds.js';
 import { ManifestError, applyObject, readManifests, type Manifest } from '../../operator/standalone/manifests.js';
 import { get as capsuleGet } from './data.js';
+import { spaceAdmission } from '../../operator/standalone/run.js';
+import { ensureStandaloneServer } from '../background-serve.js';
+import { SPACE_GROUP } from '../../operator/runtime/object-api.js';
 
 /** Where the CLI's object store lives inside a data dir. */
 export const objectsDir = (dataDir: string): string => path.join(dataDir, 'objects');
@@ -101,8 +104,18 @@ export function objectCommands(opts: Options = {}): { apply: Command; get: Comma
   const apply: Command = {
     name: 'apply',
     summary: 'create or update objects (Capsule, CapsuleView, FederationZone, ConfigMap, ...) from YAML/JSON manifests',
-    usage: 'spacectl apply -f FILE|DIR|- [-f a.yaml,b.yaml] [FILE...] [-n NAMESPACE]',
+    usage: [
+      'spacectl apply -f FILE|DIR|- [-f a.yaml,b.yaml] [FILE...] [-n NAMESPACE] [--wait [--timeout SECONDS]] [--no-start]',
+      'Starts the standalone server (gateway + operator) in the background when none runs on the data dir',
+      '(--no-start: only store the objects). --wait: until every applied Capsule, CapsuleView and',
+      'FederationZone is Ready (or Failed), printing each one\'s phase.',
+    ].join('\n'),
+    booleans: ['wait', 'no-start'],
     async run(f) {
+      const wait = f.bool('wait');
+      const noStart = f.bool('no-start');
+      const timeoutS = f.int('timeout') ?? 60;
+      const dataDir = dataDirOf(f);
       const files = fileArgs(f, f.positionals);
       if (!files.length) throw invalid('apply needs -f FILE, DIR or - (stdin)');
       const ns = namespaceFlag(f);
@@ -123,14 +136,23 @@ export function objectCommands(opts: Options = {}): { apply: Command; get: Comma
       });
       return withStore(f, opts, async (store) => {
         let failed = 0;
+        const applied: { kind: KindInfo; obj: KubeObject }[] = [];
         for (const { m, kind, obj } of planned) {
           try {
             const r = await applyObject(store, kind.type, obj);
             out(`${ref(kind, r.object.metadata.name)} ${r.outcome}`);
+            applied.push({ kind, obj: r.object });
           } catch (e) {
             failed++;
             err(`spacectl: ${m.source}:${m.line}: ${(cliError(e) as Error).message}`);
           }
+        }
+        const space = applied.filter((a) => a.kind.type.group === SPACE_GROUP);
+        if (space.length && !noStart) {
+          const state = await ensureStandaloneServer(dataDir);
+          if (state.running && state.started) err(`spacectl: started the standalone server (pid ${state.pid}, log ${state.log}) to reconcile them`);
+          if (!state.running) err(`spacectl: note: ${state.why}`);
+          if (wait && state.running && !(await waitReady(store, space, timeoutS))) failed++;
         }
         return failed ? 1 : 0;
       });
@@ -270,6 +292,44 @@ export function objectCommands(opts: Options = {}): { apply: Command; get: Comma
 }
 
 /** Resolve once the object is gone (its finalizers removed by whoever owns them). */
+/** Poll until every object is Ready (or Failed); print each as it settles. False on timeout or failure. */
+async function waitReady(store: ObjectStore, items: { kind: KindInfo; obj: KubeObject }[], seconds: number): Promise<boolean> {
+  const deadline = Date.now() + seconds * 1000;
+  const left = new Map(items.map((i) => [ref(i.kind, i.obj.metadata.name), i]));
+  let ok = true;
+  while (left.size && Date.now() < deadline) {
+    for (const [name, { kind, obj }] of left) {
+      const cur = await store.get(kind.type, obj.metadata.name, obj.metadata.namespace).catch(() => undefined);
+      const st = (cur?.status ?? {}) as { phase?: string; conditions?: { type: string; status: string; reason?: string; message?: string }[] };
+      const ready = st.conditions?.find((c) => c.type === 'Ready');
+      if (ready?.status === 'True') {
+        out(`${name} ready`);
+        left.delete(name);
+      } else if (ready?.reason === 'ProtocolUnavailable') {
+        // Settled: this gateway does not serve the protocol; waiting longer changes nothing.
+        err(`spacectl: ${name} not served: ${ready.message}`);
+        left.delete(name);
+      } else if (kind.type.kind === 'FederationZone' && ready) {
+        // A zone's readiness is its peer's; once probed, report it rather than wait on it.
+        out(`${name} probed: ${ready.message}`);
+        left.delete(name);
+      } else if (st.phase === 'Failed') {
+        err(`spacectl: ${name} failed: ${ready?.message ?? 'see its conditions'}`);
+        left.delete(name);
+        ok = false;
+      }
+    }
+    if (left.size) await new Promise((r) => setTimeout(r, 100));
+  }
+  for (const [name, { kind, obj }] of left) {
+    const cur = await store.get(kind.type, obj.metadata.name, obj.metadata.namespace).catch(() => undefined);
+    const ready = ((cur?.status ?? {}) as { conditions?: { type: string; reason?: string; message?: string }[] }).conditions?.find((c) => c.type === 'Ready');
+    err(`spacectl: ${name} not ready after ${seconds} s${ready ? `: ${ready.reason}: ${ready.message}` : ''}`);
+    ok = false;
+  }
+  return ok;
+}
+
 async function waitGone(store: ObjectStore, type: ResourceType, name: string, ns: string | undefined, seconds: number): Promise<void> {
   const l = await store.list(type, ns);
   if (!l.items.some((o) => o.metadata.name === name)) return;
@@ -322,4 +382,5 @@ export function printTable(kind: KindInfo, items: KubeObject[], o: { wide?: bool
   return table([header, ...rows]);
 }
 
-export const { apply, get, del } = objectCommands();
+// The CLI applies the same admission (CRD schemas) the operator's store and an API server do.
+export const { apply, get, del } = objectCommands({ storeOptions: () => ({ admission: spaceAdmission() }) });

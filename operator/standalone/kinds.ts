@@ -96,11 +96,13 @@ const capsuleRef = (o: KubeObject): string => {
   return ns && ns !== o.metadata.namespace ? `${ns}/${name}` : name;
 };
 
-/** A view's endpoint: address:port, plus the NQN or export path when there is one. */
+/** A view's endpoint: its URL (the CRD's printer column), else address:port plus the NQN or export path. */
 const endpoint = (o: KubeObject): string => {
   const e = get(o, 'status', 'endpoint');
   if (typeof e === 'string') return e;
   if (!e || typeof e !== 'object') return '';
+  const url = str(get(e, 'url'));
+  if (url) return url;
   const addr = str(get(e, 'address'));
   const port = str(get(e, 'port'));
   const where = addr && port ? `${addr}:${port}` : addr;

@@ -3,6 +3,7 @@
  * (<data dir>/objects), with the same admission the CRD schemas give a real API server. What
  * `spacectl apply` writes there, this reconciles; `spacectl get` shows the status it writes.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../../capsule/log.js';
 import { SPACE_KINDS } from '../api/types.js';
@@ -42,6 +43,21 @@ export interface StandaloneOperator {
   stop(): Promise<void>;
 }
 
+/** Marks a data dir whose objects an operator reconciles (read by `spacectl apply`). */
+export const operatorPidFile = (dataDir: string): string => path.join(objectsDirOf(dataDir), 'operator.pid');
+
+/** The pid of the live standalone operator of `dataDir`, if any. */
+export function runningOperator(dataDir: string): number | undefined {
+  try {
+    const pid = Number(fs.readFileSync(operatorPidFile(dataDir), 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 0) return undefined;
+    process.kill(pid, 0);
+    return pid;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function startStandaloneOperator(o: StandaloneOperatorOptions): Promise<StandaloneOperator> {
   const objects = openObjectStore(o.dataDir);
   const operator = createOperator({
@@ -56,12 +72,14 @@ export async function startStandaloneOperator(o: StandaloneOperatorOptions): Pro
     leaderElection: undefined,
   });
   await operator.start();
+  fs.writeFileSync(operatorPidFile(o.dataDir), `${process.pid}\n`);
   return {
     operator,
     objects,
     stop: async () => {
       await operator.stop();
       await objects.close();
+      fs.rmSync(operatorPidFile(o.dataDir), { force: true });
     },
   };
 }
