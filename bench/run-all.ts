@@ -4,7 +4,7 @@
  * .bench-out/<name>.json results.
  *
  *   npm run bench                                   (builds first)
- *   BENCH_SIZE_MB=64 node dist/bench/run-all.js     (smoke run)
+ *   BENCH_SIZE_MB=64 BENCH_SCALE_N=100 node dist/bench/run-all.js     (smoke run)
  *   BENCH_ONLY=put-get,rss node dist/bench/run-all.js
  *
  * All BENCH_* variables are passed through (see each benchmark's header). A benchmark still
@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DIST_BENCH, OUT_DIR, envInt, meta, round, sizeMiB, table, writeResult } from './common.js';
 
-const ALL = ['put-get', 'rss', 'random-read', 'fuse'] as const;
+const ALL = ['put-get', 'rss', 'random-read', 'fuse', 'operator-scale'] as const;
 type Name = (typeof ALL)[number];
 
 function runOne(name: Name): Promise<{ code: number | null; secs: number }> {
@@ -87,6 +87,19 @@ function summarize(name: Name, r: Record<string, unknown>): Row[] {
       if (s.capsuleNoFsyncWriteMiBps !== undefined) {
         rows.push(['fuse', 'capsule FUSE, store fsync:false, w / r', `${s.capsuleNoFsyncWriteMiBps} / ${s.capsuleNoFsyncReadMiBps} MiB/s (${s.capsuleNoFsyncWriteVsPassthrough} / ${s.capsuleNoFsyncReadVsPassthrough} x pt)`, 'info']);
       }
+      return rows;
+    }
+    case 'operator-scale': {
+      const rows: Row[] = [
+        ['operator-scale', `${s.n} capsules + ${s.n} csi views -> all Ready`, `${s.allReadySecs} s (${s.readyObjPerSec} obj/s); quiescent ${s.quiescentSecs} s`, 'info'],
+        ['operator-scale', 'reconcile p50 / p99, capsule', `${s.capsuleP50Ms} / ${s.capsuleP99Ms} ms`, 'info'],
+        ['operator-scale', 'reconcile p50 / p99, capsuleview', `${s.viewP50Ms} / ${s.viewP99Ms} ms`, `${v(s.reconcileMeetsTarget)} (p99 < 100 ms, both)`],
+        ['operator-scale', 'operator peak / end RSS', `${s.peakRssMiB} / ${s.endRssMiB} MiB`, `${v(s.rssMeetsTarget)} (< 300)`],
+        ['operator-scale', 'idle CPU, store writes', `${s.idleCpuPct} % of a core, ${s.idleWrites} writes in ${s.idleSecs} s`, `${v(s.idleMeetsTarget)} (< 1 %, 0)`],
+      ];
+      const proj = (p: string) => s[`${p}P50Ms`] === null ? 'n/a' : `${s[`${p}P50Ms`]} / ${s[`${p}P99Ms`]} / ${s[`${p}MaxMs`]} ms`;
+      rows.push(['operator-scale', 'view apply -> Ready p50/p99/max, fuse', proj('fuse'), 'info']);
+      rows.push(['operator-scale', 'view apply -> Ready p50/p99/max, csi', proj('csi'), `${v(s.projectionMeetsTarget)} (p99 < 50 ms, both)`]);
       return rows;
     }
   }

@@ -29,7 +29,7 @@ export async function runGateway(opts: GatewayOptions, onStarted?: (gw: Gateway)
       }
       stopping = true;
       logger.info('gateway.signal', { signal });
-      Promise.resolve(stopExtra?.())
+      Promise.resolve(typeof stopExtra === 'function' ? stopExtra() : undefined)
         .catch((err: unknown) => logger.error('gateway.stop_extra_failed', { err }))
         .then(() => gw.close())
         .then(() => {

@@ -642,6 +642,9 @@ function runAndKill(dir: string, lines: number): Promise<{ op: string; name: str
 // ---------------------------------------------------------------------------------------- CLI
 
 async function runCmd(cmd: Command, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  // These tests are about the store and the verbs: no background server (the standalone path
+  // that apply starts is covered by test/cli-standalone.test.ts).
+  if (cmd.name === 'apply') args = [...args, '--no-start'];
   const flags = new Flags(parseArgs(args, new Set(['help', ...(cmd.booleans ?? [])])));
   let stdout = '';
   let stderr = '';
@@ -674,7 +677,7 @@ metadata:
 spec:
   source:
     inline:
-      content: "hello space"
+      data: "hello space"
   policy:
     compression: zstd
 ---
@@ -751,7 +754,7 @@ describe('spacectl apply / get / delete on the embedded store', function () {
     try {
       const c = await store.get(CAPSULES, 'hello');
       const withFin = await store.replace(CAPSULES, { ...c, metadata: { ...c.metadata, finalizers: ['space.io/segments'], labels: { ...c.metadata.labels, owner: 'operator' } } });
-      await store.replaceStatus(CAPSULES, { ...withFin, status: { phase: 'Ready', version: 1, size: 11 * 1024 * 1024, conditions: [{ type: 'Ready', status: 'True' }] } });
+      await store.replaceStatus(CAPSULES, { ...withFin, status: { phase: 'Ready', version: 1, size: 11 * 1024 * 1024, conditions: [{ type: 'Ready', status: 'True', reason: 'Ready', message: '', lastTransitionTime: '2025-01-01T00:00:00Z' }] } });
     } finally {
       await store.close();
     }

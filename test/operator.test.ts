@@ -16,7 +16,7 @@ import { startGateway, type Gateway } from '../gateway/server.js';
 import { StaticGateways } from '../operator/gateways.js';
 import { createOperator, type Operator } from '../operator/operator.js';
 import { openObjectStore } from '../operator/standalone/run.js';
-import type { ObjectStore } from '../operator/standalone/object-store.js';
+import { ObjectStore } from '../operator/standalone/object-store.js';
 import { applyObject, readManifests } from '../operator/standalone/manifests.js';
 import { kindOf } from '../operator/standalone/kinds.js';
 import { CAPSULES, CAPSULE_VIEWS, EVENTS, FEDERATION_ZONES, type KubeObject } from '../operator/runtime/object-api.js';
@@ -184,6 +184,27 @@ describe('operator (standalone: embedded API, real gateway)', function () {
     // nothing was stored for either
     const names = (await client.list()).map((c) => c.name);
     assert.ok(!names.includes('default.sovereign') && !names.includes('default.odd-segments'));
+  });
+
+  it('refuses a changed spec.source with a condition when the API server lets it through (no CEL)', async () => {
+    await apply({ apiVersion: 'space.io/v1alpha1', kind: 'Capsule', metadata: { name: 'pinned', namespace: 'default' }, spec: { source: { inline: { data: 'one' } } } });
+    const first = await eventually('pinned Ready', ready(() => getCapsule('pinned')));
+    assert.ok(first.metadata.annotations?.['space.io/immutable-spec']);
+    // this store's admission enforces the CRD's immutability rule, as a CEL-capable API server does
+    await assert.rejects(objects.replace(CAPSULES, { ...first, spec: { source: { inline: { data: 'two' } } } }), /immutable|cannot|Invalid value/i);
+    // an older API server without CEL would accept the change: a second handle without admission
+    const lax = ObjectStore.open(path.join(dir, 'standalone', 'objects'));
+    try {
+      await lax.replace(CAPSULES, { ...first, spec: { source: { inline: { data: 'two' } } } });
+    } finally {
+      await lax.close();
+    }
+    const refused = await eventually('ImmutableFieldChanged', async () => {
+      const o = await getCapsule('pinned');
+      return cond(o, 'Ready')?.reason === 'ImmutableFieldChanged' ? o : undefined;
+    });
+    assert.match(cond(refused, 'Ready')!.message, /cannot change after creation/);
+    assert.equal((await client.read(first.metadata.uid!, 'content', 0, 10)).toString(), 'one');
   });
 
   it('federation zones: connected with a round-trip time when the peer answers, unreachable otherwise', async () => {

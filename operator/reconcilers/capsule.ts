@@ -13,6 +13,7 @@
  * finished ingest, so a reconcile interrupted anywhere (operator killed, gateway restarted)
  * redoes only what is missing.
  */
+import crypto from 'node:crypto';
 import type { EventRecorder } from '../runtime/events.js';
 import { setCondition } from '../runtime/conditions.js';
 import { CAPSULES, CONFIGMAPS, SECRETS, type KubeObject, type ObjectApi, isConflict, isNotFound } from '../runtime/object-api.js';
@@ -52,6 +53,15 @@ class Waiting extends Error {
   }
 }
 
+/**
+ * Fingerprint of the fields that cannot change after creation. The CRD rejects changes with a
+ * CEL rule; API servers without CEL validation accept them, so the reconciler keeps this in an
+ * annotation and refuses a changed spec with a condition instead of silently ignoring it.
+ */
+export const IMMUTABLE_ANNOTATION = 'space.io/immutable-spec';
+const immutableFingerprint = (o: Capsule): string =>
+  crypto.createHash('sha256').update(JSON.stringify([o.spec?.source ?? null, o.spec?.policy?.encryption ?? null])).digest('hex').slice(0, 32);
+
 /** The store name of a capsule object: unique per cluster, a DNS subdomain like the store wants. */
 export const storeName = (o: KubeObject): string => `${o.metadata.namespace ?? 'default'}.${o.metadata.name}`;
 
@@ -71,11 +81,18 @@ export class CapsuleReconciler {
     const conditions: Condition[] = structuredClone(obj.status?.conditions ?? []); // never mutate the cache
     const base: CapsuleStatus = { ...(obj.status ?? {}), capsuleId: id, observedGeneration: gen };
     try {
+      const pinned = obj.metadata.annotations?.[IMMUTABLE_ANNOTATION];
+      if (pinned && pinned !== immutableFingerprint(obj)) {
+        throw new UserError('ImmutableFieldChanged', 'spec.source and spec.policy.encryption cannot change after creation (the capsule holds what was ingested); restore them, or delete and recreate the Capsule');
+      }
       const policy = this.checkPolicy(obj);
       setCondition(conditions, { type: 'PolicyValid', status: 'True', reason: 'Valid', message: 'policy accepted' }, gen);
       const gw = await this.d.gateways.forCapsule(id);
       base.gateway = gw.name;
       const ingested = await this.ensureIngested(obj, gw.client, policy, log);
+      if (!pinned) {
+        obj = (await this.d.api.replace(CAPSULES, { ...obj, metadata: { ...obj.metadata, annotations: { ...(obj.metadata.annotations ?? {}), [IMMUTABLE_ANNOTATION]: immutableFingerprint(obj) } } })) as Capsule;
+      }
       if (ingested) this.d.events.normal(obj, 'Ingested', `stored ${ingested} into gateway ${gw.name} as version 1`);
       const st = await gw.client.stat(id);
       const info = await gw.client.get(id);

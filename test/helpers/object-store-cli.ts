@@ -12,6 +12,8 @@ if (!cmd) {
   process.stderr.write(`unknown command ${name}\n`);
   process.exit(2);
 }
+// No background standalone server from these tests (the parent plays the controller).
+if (cmd.name === 'apply') args.push('--no-start');
 try {
   const code = await cmd.run(new Flags(parseArgs(args, new Set(['help', ...(cmd.booleans ?? [])]))));
   process.exitCode = typeof code === 'number' ? code : 0;
