@@ -30,7 +30,7 @@
  *      scratch dir) of Ready capsules, one at a time, then as many csi views: time from the apply
  *      call returning to the view's Ready condition, polled every BENCH_POLL_MS (default 2) ms;
  *      p50/p99 (nearest rank)/max; target p99 < 50 ms. Also the time until the operator's first
- *      write (its finalizer), which is mostly the wait for its next data_version poll.
+ *      write (its finalizer), which is how long it takes to notice another process's commit (inotify on the WAL file).
  * The fuse views are deleted (the operator unmounts them) before the processes stop; leftover
  * mounts under the scratch dir are lazily unmounted as a last resort.
  *
@@ -632,7 +632,7 @@ async function main(): Promise<void> {
     table(`view projection on an idle system: apply returned -> Ready (ms; polled every ${pollMs} ms; p99 nearest rank)`,
       ['views', 'p50', 'p99', 'max', 'first operator write p50', 'first write -> Ready p50 / p99', 'target'], projRows);
     console.log(`fuse mounts under the scratch dir while projected: ${fuseMountsDuring}; after deleting the views: ${mountsAfterDelete.length}`);
-    console.log(`the operator notices another process's commit on its next data_version poll (every 50 ms): "first operator write" is mostly that wait`);
+    console.log(`"first operator write": how long the operator took to see another process's commit (inotify on the WAL, then data_version) and write the finalizer`);
 
     const proj = (p: 'fuse' | 'csi') => projections.find((x) => x.protocol === p);
     const pSummary = (p: 'fuse' | 'csi') => {

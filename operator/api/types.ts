@@ -24,22 +24,10 @@ export const SPACE_KINDS: readonly SpaceKind[] = ['Capsule', 'CapsuleView', 'Fed
 // ---------------------------------------------------------------------------------------------
 // Conditions (the metav1.Condition shape, so kubectl and generic tooling understand them)
 
-export type ConditionStatus = 'True' | 'False' | 'Unknown';
+// One definition, shared with the controller runtime's condition helpers.
+import type { Condition, ConditionStatus } from '../runtime/conditions.js';
+export type { Condition, ConditionStatus } from '../runtime/conditions.js';
 export const CONDITION_STATUSES: readonly ConditionStatus[] = ['True', 'False', 'Unknown'];
-
-export interface Condition {
-  /** CamelCase, e.g. "Ready"; unique within one object's list. */
-  type: string;
-  status: ConditionStatus;
-  /** CamelCase machine-readable cause, e.g. "GatewayUnreachable"; never empty. */
-  reason: string;
-  /** Human-readable detail; may be the empty string. */
-  message: string;
-  /** RFC 3339 time the status last changed (not the last time it was checked). */
-  lastTransitionTime: string;
-  /** metadata.generation the condition was computed from. */
-  observedGeneration?: number;
-}
 
 /** Condition types the reconcilers set. Ready is the summary every kind carries. */
 export const ConditionTypes = {

@@ -23,7 +23,7 @@ import { SpaceError } from '../../capsule/errors.js';
 import type { CapsuleApi } from '../../capsule/api.js';
 import type { Logger } from '../../capsule/log.js';
 import type { GatewayDirectory } from '../gateways.js';
-import { addFinalizer, errorMessage, hasFinalizer, keyOf, removeFinalizer, writeStatus, type Lister } from './common.js';
+import { FINALIZER, errorMessage, hasFinalizer, keyOf, removeFinalizer, writeStatus, type Lister } from './common.js';
 import { parseQuantity } from './quantity.js';
 
 export interface CapsuleReconcilerDeps {
@@ -74,15 +74,24 @@ export class CapsuleReconciler {
     const log = this.d.log.child({ capsule: keyOf(req.namespace, req.name) });
 
     if (obj.metadata.deletionTimestamp) return this.finalize(obj, log);
-    obj = (await addFinalizer(this.d.api, CAPSULES, obj)) as Capsule;
+    if (!hasFinalizer(obj) || !obj.metadata.annotations?.[IMMUTABLE_ANNOTATION]) {
+      // One write: our finalizer, and the fingerprint of the fields that must never change.
+      obj = (await this.d.api.replace(CAPSULES, {
+        ...obj,
+        metadata: {
+          ...obj.metadata,
+          finalizers: hasFinalizer(obj) ? obj.metadata.finalizers : [...(obj.metadata.finalizers ?? []), FINALIZER],
+          annotations: { ...(obj.metadata.annotations ?? {}), [IMMUTABLE_ANNOTATION]: obj.metadata.annotations?.[IMMUTABLE_ANNOTATION] ?? immutableFingerprint(obj) },
+        },
+      })) as Capsule;
+    }
 
     const gen = obj.metadata.generation ?? 1;
     const id = obj.metadata.uid!;
     const conditions: Condition[] = structuredClone(obj.status?.conditions ?? []); // never mutate the cache
     const base: CapsuleStatus = { ...(obj.status ?? {}), capsuleId: id, observedGeneration: gen };
     try {
-      const pinned = obj.metadata.annotations?.[IMMUTABLE_ANNOTATION];
-      if (pinned && pinned !== immutableFingerprint(obj)) {
+      if (obj.metadata.annotations?.[IMMUTABLE_ANNOTATION] !== immutableFingerprint(obj)) {
         throw new UserError('ImmutableFieldChanged', 'spec.source and spec.policy.encryption cannot change after creation (the capsule holds what was ingested); restore them, or delete and recreate the Capsule');
       }
       const policy = this.checkPolicy(obj);
@@ -90,12 +99,8 @@ export class CapsuleReconciler {
       const gw = await this.d.gateways.forCapsule(id);
       base.gateway = gw.name;
       const ingested = await this.ensureIngested(obj, gw.client, policy, log);
-      if (!pinned) {
-        obj = (await this.d.api.replace(CAPSULES, { ...obj, metadata: { ...obj.metadata, annotations: { ...(obj.metadata.annotations ?? {}), [IMMUTABLE_ANNOTATION]: immutableFingerprint(obj) } } })) as Capsule;
-      }
       if (ingested) this.d.events.normal(obj, 'Ingested', `stored ${ingested} into gateway ${gw.name} as version 1`);
       const st = await gw.client.stat(id);
-      const info = await gw.client.get(id);
       setCondition(conditions, { type: 'Ingested', status: 'True', reason: 'Stored', message: `stored on gateway ${gw.name}` }, gen);
       setCondition(conditions, { type: 'Ready', status: 'True', reason: 'Ready', message: 'capsule is stored and readable' }, gen);
       // Replication is later work: every target zone waits as Pending until then.
@@ -103,7 +108,7 @@ export class CapsuleReconciler {
       await writeStatus(this.d.api, CAPSULES, obj, {
         ...base,
         phase: 'Ready',
-        version: info.versions.length ? info.versions[info.versions.length - 1]!.version : 0,
+        version: st.versions.length ? Math.max(...st.versions) : 0,
         size: st.logicalSize,
         storedSize: st.storedSize,
         digest: st.digest,
@@ -188,7 +193,7 @@ export class CapsuleReconciler {
   private async ensureIngested(obj: Capsule, gw: CapsuleApi, policy: Policy, log: Logger): Promise<string | undefined> {
     const id = obj.metadata.uid!;
     const name = storeName(obj);
-    let existing = await gw.get(id).catch((e: unknown) => {
+    const existing = await gw.get(id).catch((e: unknown) => {
       if (e instanceof SpaceError && e.code === 'NOT_FOUND') return undefined;
       throw e;
     });
@@ -207,10 +212,17 @@ export class CapsuleReconciler {
       what = version !== undefined ? `a clone of ${originName} version ${version}` : `a clone of ${originName}`;
     } else {
       const files = await this.sourceFiles(obj);
-      if (!existing) existing = await gw.create({ id, name, policy, ...(files.size !== undefined ? { size: files.size } : {}) });
+      const create = { id, name, policy, ...(files.size !== undefined ? { size: files.size } : {}) };
+      // The first put creates the capsule in the same call; an empty source needs its own create.
+      let created = existing !== undefined;
+      if (!created && files.files.length === 0) {
+        await gw.create(create);
+        created = true;
+      }
       let bytes = 0;
       for (const [path, data] of files.files) {
-        await gw.put(id, path, single(data));
+        await gw.put(id, path, single(data), created ? {} : { createWith: create });
+        created = true;
         bytes += data.length;
       }
       what = files.size !== undefined ? `an empty ${files.size}-byte volume` : `${files.files.length} file(s), ${bytes} bytes`;

@@ -17,7 +17,7 @@
  * operator). Every write is a BEGIN IMMEDIATE transaction, so resourceVersions are allocated and
  * committed in order across processes: a watcher that has read everything up to N never sees a
  * change <= N appear later. Watchers of this process are woken right after each local commit;
- * commits by other processes are noticed by polling `PRAGMA data_version` (cheap: it reads
+ * commits by other processes are noticed by inotify on the WAL file plus `PRAGMA data_version` (cheap: it reads
  * shared memory) while at least one watch is open, on an unref'd timer.
  *
  * Watch from resourceVersion "" or "0" starts at the current head and sends no synthetic ADDED
@@ -308,6 +308,9 @@ export class ObjectStore implements ObjectApi {
   private readonly inTx: <T>(fn: () => T) => T;
   private readonly inRead: <T>(fn: () => T) => T;
   private timer: NodeJS.Timeout | undefined;
+  private fileWatcher: fs.FSWatcher | undefined;
+  private tickScheduled = false;
+  private followUp: NodeJS.Timeout | undefined;
   private dataVersion = -1;
   private pumpScheduled = false;
   private pumping = false;
@@ -916,13 +919,66 @@ export class ObjectStore implements ObjectApi {
   private startTimer(): void {
     if (this.timer) return;
     this.dataVersion = this.db.pragma('data_version', { simple: true }) as number;
-    this.timer = setInterval(() => this.tick(), this.pollIntervalMs);
+    // Another process's commit appends to the WAL file: inotify tells at once, so a watch sees
+    // it within a millisecond instead of up to one poll interval later. The poll stays as the
+    // fallback (a filesystem without inotify, a missed event), then at a relaxed pace.
+    let fast = true;
+    try {
+      const wal = path.basename(this.file) + '-wal';
+      this.fileWatcher = fs.watch(path.dirname(this.file), { persistent: false }, (_event, name) => {
+        if (name === wal || name === path.basename(this.file)) this.scheduleTick();
+      });
+      this.fileWatcher.on('error', () => {
+        // e.g. the inotify queue overflowed under a burst of writes: start over (and catch up).
+        this.stopTimer();
+        if (this.watchers.size > 0 && !this.closed) this.startTimer();
+        this.scheduleTick();
+      });
+      fast = false;
+    } catch {
+      this.fileWatcher = undefined;
+    }
+    this.timer = setInterval(() => this.tick(), fast ? this.pollIntervalMs : Math.max(this.pollIntervalMs, 1000));
     this.timer.unref();
+  }
+
+  /**
+   * Look now, and look again shortly: the WAL write that raised the event can precede the
+   * commit becoming visible (the wal-index in -shm is updated by mmap, which raises no event),
+   * so a single look may come too early.
+   */
+  private scheduleTick(): void {
+    if (!this.tickScheduled) {
+      this.tickScheduled = true;
+      setImmediate(() => {
+        this.tickScheduled = false;
+        this.tick();
+      });
+    }
+    // A commit's fsync of the WAL comes between the write and the visibility: follow up at
+    // growing delays (2, 10, 50 ms) until one of them sees it.
+    if (this.followUp) clearTimeout(this.followUp);
+    const before = this.dataVersion;
+    const follow = (delays: number[]) => {
+      const [d, ...rest] = delays;
+      if (d === undefined) return;
+      this.followUp = setTimeout(() => {
+        this.followUp = undefined;
+        this.tick();
+        if (this.dataVersion === before) follow(rest);
+      }, d);
+      this.followUp.unref();
+    };
+    follow([2, 10, 50]);
   }
 
   private stopTimer(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    this.fileWatcher?.close();
+    this.fileWatcher = undefined;
+    if (this.followUp) clearTimeout(this.followUp);
+    this.followUp = undefined;
   }
 
   private tick(): void {
