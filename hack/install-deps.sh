@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
-for pkg in libfuse2 fuse openssl python3 make g++ prometheus; do
+# prometheus: the scrape test; python3-grpcio: a non-Node gRPC client for the CSI socket; nvme-cli: the
+# CSI node plugin's NVMe/TCP attach (its parsers are tested against recorded output).
+for pkg in libfuse2 fuse openssl python3 make g++ prometheus python3-grpcio nvme-cli util-linux; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

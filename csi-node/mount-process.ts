@@ -1,0 +1,90 @@
+/**
+ * One FUSE mount of one capsule, served from its own process, for the CSI node plugin.
+ *
+ * Why not `spacectl project mount --gateway`: with --gateway that command asks the *gateway* to
+ * mount (the FUSE session then lives in the gateway's process, on the gateway's host), which is
+ * not what a node needs. Here the kernel mount lives on the node, in a process that outlives
+ * restarts of the node plugin, and every file operation goes to the remote gateway over gRPC.
+ *
+ *   node dist/csi-node/mount-process.js --capsule ID --target DIR --gateway ADDR [--volume VOLID] [--rw]
+ *
+ * SIGTERM/SIGINT: unmount and exit 0. The mount is live once it shows in /proc/self/mountinfo.
+ */
+import { createLogger } from '../capsule/log.js';
+import type { FileAttr } from '../capsule/types.js';
+import { GatewayClient } from '../gateway/client.js';
+import { FuseMount, type MountableStore } from '../gateway/fuse/mount.js';
+
+/**
+ * The gateway client as a FUSE store. Writes go straight to the gateway (durable when the call
+ * returns) instead of a local dirty buffer: the only copy of the head lives with the gateway that
+ * owns the capsule, so a node crash must not lose acknowledged writes. Flush is then a no-op.
+ */
+export function gatewayFuseStore(client: GatewayClient, capsuleId: string): MountableStore {
+  return {
+    resolveId: (ref) => (ref === capsuleId ? capsuleId : ref),
+    getattr: (r, p, v) => client.getattr(r, p, v),
+    readdir: (r, p, v) => client.readdir(r, p, v),
+    read: (r, p, o, l, v) => client.read(r, p, o, l, v),
+    truncate: (r, p, s) => client.truncate(r, p, s),
+    mkdir: (r, p, m) => client.mkdir(r, p, m),
+    createFile: (r, p, m) => client.createFile(r, p, m),
+    unlink: (r, p) => client.unlink(r, p),
+    rmdir: (r, p) => client.rmdir(r, p),
+    rename: (r, f, t) => client.rename(r, f, t),
+    setattr: (r, p, a): Promise<FileAttr> => client.setattr(r, p, a),
+    writeBuffered: (r, p, o, d) => client.write(r, p, o, d),
+    flush: async () => {},
+  };
+}
+
+function parseArgs(argv: string[]): { capsule: string; target: string; gateway: string; volume: string; rw: boolean } {
+  const get = (name: string) => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const capsule = get('capsule');
+  const target = get('target');
+  const gateway = get('gateway');
+  if (!capsule || !target || !gateway) throw new Error('usage: mount-process --capsule ID --target DIR --gateway ADDR [--volume VOLID] [--rw]');
+  return { capsule, target, gateway, volume: get('volume') ?? capsule, rw: argv.includes('--rw') };
+}
+
+async function main(): Promise<void> {
+  const a = parseArgs(process.argv.slice(2));
+  const log = createLogger({ component: 'csi-mount', base: { volume: a.volume, capsule: a.capsule } });
+  const client = new GatewayClient(a.gateway);
+  // Resolve once, so a typo fails here with NOT_FOUND instead of as EIO on every access.
+  const info = await client.get(a.capsule);
+  const mount = await FuseMount.mount({
+    store: gatewayFuseStore(client, info.id),
+    ref: info.id,
+    target: a.target,
+    readOnly: !a.rw,
+    allowOther: true, // pods run as arbitrary uids
+    logger: log,
+  });
+  log.info('csi-mount.ready', { target: a.target, rw: a.rw, pid: process.pid });
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('csi-mount.stop', { signal });
+    try {
+      await mount.unmount({ force: true });
+    } catch (e) {
+      log.error('csi-mount.unmount-failed', { err: e });
+    }
+    client.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  // The plugin that started us may die and its pipes with it: never die of SIGHUP/EPIPE.
+  process.on('SIGHUP', () => log.warn('csi-mount.sighup-ignored', {}));
+}
+
+main().catch((e: Error) => {
+  process.stderr.write(`csi-mount: ${e.message}\n`);
+  process.exit(1);
+});
