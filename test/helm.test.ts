@@ -306,7 +306,7 @@ describe('helm chart charts/space', function () {
 
     const ctrl = podSpec(one(defaults, 'Deployment', 'space-csi-controller'));
     assert.deepEqual((ctrl.containers as Obj[]).map((c) => c.name).sort(), ['csi-plugin', 'csi-provisioner', 'csi-resizer', 'csi-snapshotter', 'liveness-probe']);
-    assert.deepEqual(container(ctrl, 'csi-plugin').args, ['csi', '--mode=controller', '--endpoint=unix:///csi/csi.sock', '--node-id=$(NODE_NAME)']);
+    assert.deepEqual(container(ctrl, 'csi-plugin').args, ['csi', '--mode=controller', '--endpoint=unix:///csi/csi.sock', '--node-id=$(NODE_NAME)', `--kube-namespace=${NAMESPACE}`]);
     for (const c of ctrl.containers as Obj[]) {
       assert.match(c.image, /:[\w][\w.-]*$/, `${c.name}: image ${c.image} needs an explicit tag`);
       assert.notEqual(c.securityContext?.privileged, true, `${c.name} in the controller must not be privileged`);
@@ -316,7 +316,7 @@ describe('helm chart charts/space', function () {
     const ds = one(defaults, 'DaemonSet', 'space-csi-node');
     const node = podSpec(ds);
     const plugin = container(node, 'csi-plugin');
-    assert.deepEqual(plugin.args, ['csi', '--mode=node', '--endpoint=unix:///csi/csi.sock', '--node-id=$(NODE_NAME)']);
+    assert.deepEqual(plugin.args, ['csi', '--mode=node', '--endpoint=unix:///csi/csi.sock', '--node-id=$(NODE_NAME)', `--gateway=space-gateway.${NAMESPACE}.svc:7070`, '--state-dir=/csi/state']);
     assert.equal(plugin.securityContext.privileged, true);
     const volumes = new Map((node.volumes as Obj[]).map((v) => [v.name as string, v]));
     const mountOf = (hostPath: string) => (plugin.volumeMounts as Obj[]).find((m) => volumes.get(m.name)?.hostPath?.path === hostPath);
