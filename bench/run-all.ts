@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DIST_BENCH, OUT_DIR, envInt, meta, round, sizeMiB, table, writeResult } from './common.js';
 
-const ALL = ['put-get', 'rss', 'random-read', 'fuse', 'operator-scale'] as const;
+const ALL = ['put-get', 'rss', 'random-read', 'fuse', 'operator-scale', 'csi'] as const;
 type Name = (typeof ALL)[number];
 
 function runOne(name: Name): Promise<{ code: number | null; secs: number }> {
@@ -102,6 +102,12 @@ function summarize(name: Name, r: Record<string, unknown>): Row[] {
       rows.push(['operator-scale', 'view apply -> Ready p50/p99/max, csi', proj('csi'), `${v(s.projectionMeetsTarget)} (p99 < 50 ms, both)`]);
       return rows;
     }
+    case 'csi':
+      return [
+        ['csi', `${s.n} fuse volumes: create -> stage -> publish -> usable, p50/p99/max`, `${s.chainP50Ms} / ${s.chainP99Ms} / ${s.chainMaxMs} ms`, `${v(s.chainMeetsTarget)} (p99 < 1000 ms)`],
+        ['csi', 'p99 per step: create / stage / publish / usable', `${s.createP99Ms} / ${s.stageP99Ms} / ${s.publishP99Ms} / ${s.usableP99Ms} ms`, 'info'],
+        ['csi', `${s.concurrent} concurrent CreateVolume, distinct / 10 names`, `${s.distinctWallMs} / ${s.sameWallMs} ms; ids ${s.distinctIds} / ${s.sameIds}; errors ${s.distinctErrors} / ${s.sameErrors}; ABORTED retries ${s.distinctRetries} / ${s.sameRetries}`, `${v(s.concurrencyMeetsTarget)} (0 errors, no duplicate ids)`],
+      ];
   }
 }
 
