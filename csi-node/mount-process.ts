@@ -13,6 +13,7 @@
 import { createLogger } from '../capsule/log.js';
 import type { FileAttr } from '../capsule/types.js';
 import { GatewayClient } from '../gateway/client.js';
+import { SpaceError } from '../capsule/errors.js';
 import { FuseMount, type MountableStore } from '../gateway/fuse/mount.js';
 
 /**
@@ -20,22 +21,42 @@ import { FuseMount, type MountableStore } from '../gateway/fuse/mount.js';
  * returns) instead of a local dirty buffer: the only copy of the head lives with the gateway that
  * owns the capsule, so a node crash must not lose acknowledged writes. Flush is then a no-op.
  */
-export function gatewayFuseStore(client: GatewayClient, capsuleId: string): MountableStore {
+export function gatewayFuseStore(client: GatewayClient, capsuleId: string, hardMs = HARD_MOUNT_MS): MountableStore {
+  const h = <T>(fn: () => Promise<T>) => hard(fn, hardMs);
   return {
     resolveId: (ref) => (ref === capsuleId ? capsuleId : ref),
-    getattr: (r, p, v) => client.getattr(r, p, v),
-    readdir: (r, p, v) => client.readdir(r, p, v),
-    read: (r, p, o, l, v) => client.read(r, p, o, l, v),
-    truncate: (r, p, s) => client.truncate(r, p, s),
-    mkdir: (r, p, m) => client.mkdir(r, p, m),
-    createFile: (r, p, m) => client.createFile(r, p, m),
-    unlink: (r, p) => client.unlink(r, p),
-    rmdir: (r, p) => client.rmdir(r, p),
-    rename: (r, f, t) => client.rename(r, f, t),
-    setattr: (r, p, a): Promise<FileAttr> => client.setattr(r, p, a),
-    writeBuffered: (r, p, o, d) => client.write(r, p, o, d),
+    getattr: (r, p, v) => h(() => client.getattr(r, p, v)),
+    readdir: (r, p, v) => h(() => client.readdir(r, p, v)),
+    read: (r, p, o, l, v) => h(() => client.read(r, p, o, l, v)),
+    truncate: (r, p, s) => h(() => client.truncate(r, p, s)),
+    mkdir: (r, p, m) => h(() => client.mkdir(r, p, m)),
+    createFile: (r, p, m) => h(() => client.createFile(r, p, m)),
+    unlink: (r, p) => h(() => client.unlink(r, p)),
+    rmdir: (r, p) => h(() => client.rmdir(r, p)),
+    rename: (r, f, t) => h(() => client.rename(r, f, t)),
+    setattr: (r, p, a): Promise<FileAttr> => h(() => client.setattr(r, p, a)),
+    writeBuffered: (r, p, o, d) => h(() => client.write(r, p, o, d)),
     flush: async () => {},
   };
+}
+
+/**
+ * How long an operation waits for an unreachable gateway before failing (a gateway or plugin
+ * restart takes seconds): like an NFS hard mount, the application sees a slow call instead of
+ * an error, up to this bound. SPACE_CSI_HARD_MOUNT_MS overrides it.
+ */
+const HARD_MOUNT_MS = Number(process.env.SPACE_CSI_HARD_MOUNT_MS) || 60_000;
+
+async function hard<T>(fn: () => Promise<T>, limitMs: number): Promise<T> {
+  const deadline = Date.now() + limitMs;
+  for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!(e instanceof SpaceError && e.code === 'UNAVAILABLE') || Date.now() + delay > deadline) throw e;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }
 
 function parseArgs(argv: string[]): { capsule: string; target: string; gateway: string; volume: string; rw: boolean } {
@@ -53,7 +74,8 @@ function parseArgs(argv: string[]): { capsule: string; target: string; gateway: 
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   const log = createLogger({ component: 'csi-mount', base: { volume: a.volume, capsule: a.capsule } });
-  const client = new GatewayClient(a.gateway);
+  // Reconnect quickly after a gateway restart (the default backoff grows to minutes).
+  const client = new GatewayClient(a.gateway, { channelOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 2000 } });
   // Resolve once, so a typo fails here with NOT_FOUND instead of as EIO on every access.
   const info = await client.get(a.capsule);
   const mount = await FuseMount.mount({

@@ -19,6 +19,8 @@ export interface GatewayClientOptions {
   tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer; serverName?: string };
   /** Deadline for unary calls, in ms (streams have none). Default: none. */
   timeoutMs?: number;
+  /** Extra gRPC channel options (e.g. reconnect backoff for a long-lived mount process). */
+  channelOptions?: grpc.ChannelOptions;
 }
 
 /** A change feed that can also tell when the gateway has subscribed (no later change is missed). */
@@ -43,6 +45,7 @@ export class GatewayClient implements CapsuleApi {
       'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
       'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
       ...(tls?.serverName ? { 'grpc.ssl_target_name_override': tls.serverName, 'grpc.default_authority': tls.serverName } : {}),
+      ...(opts.channelOptions ?? {}),
     };
     this.raw = new Client(address, creds, options) as unknown as RawClient;
   }
