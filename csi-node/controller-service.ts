@@ -301,9 +301,7 @@ export function createControllerService(opts: ControllerOptions): grpc.UntypedSe
     ControllerGetCapabilities: unary(async () => ({
       capabilities: [
         'CREATE_DELETE_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS',
-        'CLONE_VOLUME', 'GET_VOLUME', 'VOLUME_CONDITION',
-        // The cluster backend cannot grow a Capsule yet: do not promise it.
-        ...(backend.kind === 'gateway' ? ['EXPAND_VOLUME'] : []),
+        'CLONE_VOLUME', 'GET_VOLUME', 'VOLUME_CONDITION', 'EXPAND_VOLUME',
       ].map((type) => ({ rpc: { type } })),
     })),
 

@@ -605,9 +605,28 @@ export class KubeVolumeBackend implements VolumeBackend {
     }
   }
 
-  async expandVolume(id: string): Promise<number> {
-    // spec.source is immutable and the Capsule API has no size field yet.
-    throw new SpaceError('FAILED_PRECONDITION', `expanding volume ${id} is not supported by the cluster backend yet`);
+  async expandVolume(id: string, bytes: number): Promise<number> {
+    // spec.size of a volume capsule may only grow; the operator grows `content` and reports
+    // the new size in status.size.
+    const c = await this.getCapsule(id);
+    if (!c || c.metadata.labels?.[ROLE_LABEL] !== 'volume') throw new SpaceError('NOT_FOUND', `volume ${id} not found`);
+    const current = this.toVolume(c).capacityBytes;
+    if (bytes <= current) return current;
+    await this.opts.api.replace(CAPSULES, {
+      ...c,
+      spec: { ...c.spec, size: String(bytes) },
+      metadata: { ...c.metadata, annotations: { ...(c.metadata.annotations ?? {}), [ANN.capacity]: String(bytes) } },
+    });
+    const deadline = Date.now() + (this.opts.readyTimeoutMs ?? 60_000);
+    for (;;) {
+      const now = (await this.getCapsule(id)) as Capsule | null;
+      if ((now?.status?.size ?? 0) >= bytes) break;
+      if (now?.status?.phase === 'Failed') throw new SpaceError('INTERNAL', `expanding volume ${id} failed: ${now.status.conditions?.find((x) => x.type === 'Ready')?.message ?? 'see the Capsule'}`);
+      if (Date.now() > deadline) throw new SpaceError('UNAVAILABLE', `volume ${id} has not grown to ${bytes} bytes yet`);
+      await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 200));
+    }
+    this.log.info('csi.volume_expanded', { volume: id, from: current, to: bytes });
+    return bytes;
   }
 
   async volumeCondition(id: string): Promise<VolumeCondition> {

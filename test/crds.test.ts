@@ -65,6 +65,7 @@ const SOURCES: { [K in CapsuleSourceKind]: DeepRequired<NonNullable<CapsuleSourc
 };
 
 const fullCapsuleSpec: DeepRequired<Omit<CapsuleSpec, 'source'>> = {
+  size: '2Gi',
   policy: {
     compression: 'gzip',
     encryption: { enabled: true, algorithm: 'aes-256-gcm', keyRef: 'space-kek' },

@@ -21,6 +21,7 @@ import { applyObject, readManifests } from '../operator/standalone/manifests.js'
 import { kindOf } from '../operator/standalone/kinds.js';
 import { CAPSULES, CAPSULE_VIEWS, EVENTS, FEDERATION_ZONES, type KubeObject } from '../operator/runtime/object-api.js';
 import { tmpDir, rmrf } from './helpers/tmp.js';
+import { KubeVolumeBackend, policyFromParameters } from '../csi-node/volumes.js';
 
 const EXAMPLES = path.resolve('deployment', 'examples');
 
@@ -205,6 +206,31 @@ describe('operator (standalone: embedded API, real gateway)', function () {
     });
     assert.match(cond(refused, 'Ready')!.message, /cannot change after creation/);
     assert.equal((await client.read(first.metadata.uid!, 'content', 0, 10)).toString(), 'one');
+  });
+
+  it('volume capsules grow with spec.size (never shrink); the CSI cluster backend expands through it', async function () {
+    await apply({ apiVersion: 'space.io/v1alpha1', kind: 'Capsule', metadata: { name: 'vol', namespace: 'default' }, spec: { source: { empty: { size: '1Mi' } } } });
+    const v = await eventually('vol Ready', ready(() => getCapsule('vol')));
+    assert.equal(status(v).size, 1024 * 1024);
+    await apply({ apiVersion: 'space.io/v1alpha1', kind: 'Capsule', metadata: { name: 'vol', namespace: 'default' }, spec: { source: { empty: { size: '1Mi' } }, size: '4Mi' } });
+    await eventually('vol grown', async () => status(await getCapsule('vol')).size === 4 * 1024 * 1024);
+    assert.equal((await client.getattr(v.metadata.uid!, 'content')).size, 4 * 1024 * 1024);
+    await apply({ apiVersion: 'space.io/v1alpha1', kind: 'Capsule', metadata: { name: 'vol', namespace: 'default' }, spec: { source: { empty: { size: '1Mi' } }, size: '2Mi' } });
+    const shrunk = await eventually('ShrinkNotSupported', async () => {
+      const o = await getCapsule('vol');
+      return cond(o, 'Ready')?.reason === 'ShrinkNotSupported' ? o : undefined;
+    });
+    assert.match(cond(shrunk, 'Ready')!.message, /volumes only grow/);
+    assert.equal((await client.getattr(v.metadata.uid!, 'content')).size, 4 * 1024 * 1024, 'nothing was cut');
+
+    if (!fuseOk) return;
+    const b = new KubeVolumeBackend({ api: objects, namespace: 'default', pollMs: 20, readyTimeoutMs: 20_000 });
+    const vol = await b.createVolume({ name: 'pvc-grow', capacityBytes: 2 * 1024 * 1024, protocol: 'fuse', parameters: { protocol: 'fuse' }, policy: policyFromParameters({}), topology: [] });
+    assert.equal(await b.expandVolume(vol.id, 8 * 1024 * 1024), 8 * 1024 * 1024);
+    const obj = await getCapsule(vol.id);
+    assert.equal(status(obj).size, 8 * 1024 * 1024);
+    assert.equal((await client.getattr(obj.metadata.uid!, 'content')).size, 8 * 1024 * 1024);
+    await b.deleteVolume(vol.id);
   });
 
   it('federation zones: connected with a round-trip time when the peer answers, unreachable otherwise', async () => {

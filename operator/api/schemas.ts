@@ -228,6 +228,7 @@ const capsuleSpec = obj(
     deletionPolicy: oneOfStr('What happens to the stored data when the Capsule is deleted: Delete removes it, Retain keeps it in the store.', DELETION_POLICIES, {
       default: DEFAULTS.deletionPolicy,
     }),
+    size: str('Volume capsules (source.empty) only: the size of the content file as a quantity, e.g. 2Gi. Raising it grows the volume (how CSI expansion works); it can never shrink.', { minLength: 1, maxLength: 64, pattern: QUANTITY_PATTERN }),
   },
   ['source'],
   {

@@ -152,6 +152,8 @@ export interface CapsuleSpec {
   source: CapsuleSource;
   policy?: CapsulePolicySpec;
   deletionPolicy?: DeletionPolicy;
+  /** Volume capsules (source.empty) only: the size of `content`, a quantity; it may only grow. */
+  size?: string;
 }
 
 export type CapsulePhase = 'Pending' | 'Ingesting' | 'Ready' | 'Failed' | 'Deleting';

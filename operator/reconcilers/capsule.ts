@@ -100,6 +100,7 @@ export class CapsuleReconciler {
       base.gateway = gw.name;
       const ingested = await this.ensureIngested(obj, gw.client, policy, log);
       if (ingested) this.d.events.normal(obj, 'Ingested', `stored ${ingested} into gateway ${gw.name} as version 1`);
+      await this.ensureSize(obj, gw.client);
       const st = await gw.client.stat(id);
       setCondition(conditions, { type: 'Ingested', status: 'True', reason: 'Stored', message: `stored on gateway ${gw.name}` }, gen);
       setCondition(conditions, { type: 'Ready', status: 'True', reason: 'Ready', message: 'capsule is stored and readable' }, gen);
@@ -230,6 +231,23 @@ export class CapsuleReconciler {
     await gw.snapshot(id);
     log.info('capsule.ingested', { capsuleId: id, what });
     return what;
+  }
+
+  /**
+   * spec.size of a volume capsule: grow `content` to it (sparse, so nothing is written). A volume
+   * never shrinks under a pod's filesystem: a smaller size is the user's error.
+   */
+  private async ensureSize(obj: Capsule, gw: CapsuleApi): Promise<void> {
+    if (obj.spec?.size === undefined) return;
+    if (!obj.spec.source?.empty) throw new UserError('InvalidSize', 'spec.size applies to volume capsules (spec.source.empty) only');
+    const want = parseQuantity(obj.spec.size);
+    if (want === undefined) throw new UserError('InvalidSize', `spec.size: ${JSON.stringify(obj.spec.size)} is not a quantity like 2Gi`);
+    const have = (await gw.getattr(obj.metadata.uid!, 'content')).size;
+    if (want < have) throw new UserError('ShrinkNotSupported', `spec.size ${obj.spec.size} (${want} bytes) is smaller than the volume (${have} bytes); volumes only grow`);
+    if (want > have) {
+      await gw.truncate(obj.metadata.uid!, 'content', want);
+      this.d.events.normal(obj, 'Resized', `content grown from ${have} to ${want} bytes`);
+    }
   }
 
   /** The files a non-clone source describes, or the size of an empty volume. */
