@@ -13,7 +13,7 @@ import { startStandaloneOperator } from '../../operator/standalone/run.js';
 
 export const serve: Command = {
   name: 'serve',
-  summary: 'run a gateway: gRPC Capsule API, FUSE views, /metrics /healthz /readyz',
+  summary: 'run a gateway (gRPC Capsule API, FUSE views, /metrics /healthz /readyz) and, standalone, the operator',
   usage: [
     'spacectl serve [--data-dir D] [--listen 127.0.0.1:7420] [--http 127.0.0.1:7421] [--socket PATH] [--tls-cert F --tls-key F [--tls-ca F] [--tls-client-auth]]',
     '               [--no-operator] [--operator-http 127.0.0.1:7422] [--view-root DIR]',
