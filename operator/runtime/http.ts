@@ -7,10 +7,8 @@
  *             be able to take over, and a Service in front of it should keep routing to it.
  * Listen addresses: ":8080" (all interfaces), "127.0.0.1:0" (ephemeral port, see `port`).
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Logger } from '../../capsule/log.js';
-import { parseHostPort } from '../../gateway/address.js';
+import { metricsRoute, startPlainHttp } from '../../gateway/plain-http.js';
 
 export interface MetricsSource {
   text(): Promise<string>;
@@ -33,7 +31,6 @@ export async function startProbeServer(opts: {
   readyChecks: () => Map<string, Check>;
   logger: Logger;
 }): Promise<ProbeServer> {
-  const { host, port } = parseHostPort(opts.listen, 'metricsAddress');
   const runChecks = (checks: Map<string, Check>): { ok: boolean; body: string } => {
     const lines: string[] = [];
     let ok = true;
@@ -52,51 +49,18 @@ export async function startProbeServer(opts: {
     }
     return { ok, body: `${lines.join('\n')}${lines.length ? '\n' : ''}${ok ? 'ok' : 'failed'}\n` };
   };
-  const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    const reply = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
-      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
-      res.end(req.method === 'HEAD' ? undefined : body);
-    };
-    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, 'method not allowed\n');
-    switch (path) {
-      case '/healthz':
-      case '/livez': {
-        const r = runChecks(opts.healthChecks());
-        return reply(r.ok ? 200 : 500, r.body);
-      }
-      case '/readyz': {
-        const r = runChecks(opts.readyChecks());
-        return reply(r.ok ? 200 : 503, r.body);
-      }
-      case '/metrics':
-        opts.metrics.text().then(
-          (text) => reply(200, text, opts.metrics.contentType),
-          (err: unknown) => {
-            opts.logger.error('operator.metrics_failed', { err });
-            reply(500, 'metrics collection failed\n');
-          },
-        );
-        return;
-      default:
-        return reply(404, 'not found\n');
-    }
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const addr = server.address() as AddressInfo;
-  return {
-    host: addr.address,
-    port: addr.port,
-    close: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      // Scrapers keep connections alive; they must not hold up shutdown.
-      server.closeAllConnections();
-    }),
+  const checks = (which: () => Map<string, Check>, failStatus: number) => () => {
+    const r = runChecks(which());
+    return { status: r.ok ? 200 : failStatus, body: r.body };
   };
+  return startPlainHttp({
+    listen: opts.listen,
+    field: 'metricsAddress',
+    routes: {
+      '/healthz': checks(opts.healthChecks, 500),
+      '/livez': checks(opts.healthChecks, 500),
+      '/readyz': checks(opts.readyChecks, 503),
+      '/metrics': metricsRoute(opts.metrics, opts.logger, 'operator.metrics_failed'),
+    },
+  });
 }
