@@ -190,3 +190,22 @@ export function exitWhenDone(name: string, code = 0): void {
     process.exit(code);
   }, 10_000).unref();
 }
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** `p`, or `fallback` after `ms` (the timer is cleared either way: nothing keeps the loop alive). */
+export async function raceTimeout<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<F>((r) => (timer = setTimeout(() => r(fallback), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Nearest-rank quantile, q in 0..1 (with 20 samples, p99 is the maximum). */
+export function nearestRank(xs: number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
+}

@@ -31,7 +31,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { REPO_ROOT, envInt, exitWhenDone, meta, now, rmrf, round, scratchDir, table, writeResult } from './common.js';
+import { REPO_ROOT, envInt, exitWhenDone, meta, now, rmrf, round, scratchDir, table, writeResult, sleep, nearestRank } from './common.js';
 import { loadCsiClients } from '../csi-node/proto.js';
 
 const CHAIN_P99_TARGET_MS = 1000;
@@ -46,13 +46,8 @@ function call(client: Raw, method: string, req: Req): Promise<any> {
 }
 
 /** Nearest-rank percentile (p in 0..100). */
-function pct(xs: number[], p: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
+const pct = (xs: number[], p: number): number => nearestRank(xs, p / 100);
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let scratch = '';
 let plugin: ChildProcess | undefined;

@@ -24,7 +24,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { DIST_BENCH, MiB, UniqueBlocks, envInt, median, meta, rmrf, round, scratchDir, sizeMiB, sync, dropCaches, table, writeResult, exitWhenDone } from './common.js';
+import { DIST_BENCH, MiB, UniqueBlocks, envInt, median, meta, rmrf, round, scratchDir, sizeMiB, sync, dropCaches, table, writeResult, exitWhenDone, raceTimeout } from './common.js';
 
 const TARGET = 0.8;
 const FILE = 'file';
@@ -100,15 +100,6 @@ class Server {
   }
 }
 
-/** `p`, or `fallback` after `ms` (the timer is cleared either way: nothing keeps the loop alive). */
-async function raceTimeout<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<F>((r) => (timer = setTimeout(() => r(fallback), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function mountInfoLine(target: string): string | undefined {
   const text = fs.readFileSync('/proc/self/mountinfo', 'utf8');

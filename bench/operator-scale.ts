@@ -42,7 +42,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { DIST_BENCH, REPO_ROOT, envInt, exitWhenDone, meta, now, rmrf, round, scratchDir, table, writeResult } from './common.js';
+import { DIST_BENCH, REPO_ROOT, envInt, exitWhenDone, meta, now, rmrf, round, scratchDir, table, writeResult, raceTimeout, sleep, nearestRank } from './common.js';
 import { openObjectStore } from '../operator/standalone/run.js';
 import type { ObjectStore } from '../operator/standalone/object-store.js';
 import { applyObject } from '../operator/standalone/manifests.js';
@@ -127,17 +127,7 @@ process.on('exit', () => {
   for (const c of live) c.proc.kill('SIGKILL');
 });
 
-/** `p`, or `fallback` after `ms` (the timer is cleared either way: nothing keeps the loop alive). */
-async function raceTimeout<T, F>(p: Promise<T>, ms: number, fallback: F): Promise<T | F> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<F>((r) => (timer = setTimeout(() => r(fallback), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 async function startGateway(dataDir: string): Promise<{ child: Child; address: string }> {
   let resolvePort!: (port: string) => void;
@@ -338,12 +328,6 @@ function notReadyReasons(items: KubeObject[]): string {
   return [...n].sort((a, b) => b[1] - a[1]).slice(0, 5).map(([k, v]) => `  ${v} x ${k}`).join('\n');
 }
 
-/** Nearest-rank percentile (with 20 samples, p99 is the maximum). */
-function percentile(xs: number[], q: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
-}
 
 interface Projection {
   protocol: 'fuse' | 'csi';
@@ -624,10 +608,10 @@ async function main(): Promise<void> {
       }));
 
     const projRows = projections.map((p) => {
-      const p99 = percentile(p.readyMs, 0.99);
+      const p99 = nearestRank(p.readyMs, 0.99);
       const work = p.readyMs.map((x, i) => x - p.pickupMs[i]!);
-      return [`${p.protocol} (${p.readyMs.length} views)`, round(percentile(p.readyMs, 0.5), 1), round(p99, 1), round(Math.max(...p.readyMs), 1),
-        round(percentile(p.pickupMs, 0.5), 1), `${round(percentile(work, 0.5), 1)} / ${round(percentile(work, 0.99), 1)}`, `${v(p99 < PROJECTION_TARGET_MS)} (p99 < ${PROJECTION_TARGET_MS} ms)`];
+      return [`${p.protocol} (${p.readyMs.length} views)`, round(nearestRank(p.readyMs, 0.5), 1), round(p99, 1), round(Math.max(...p.readyMs), 1),
+        round(nearestRank(p.pickupMs, 0.5), 1), `${round(nearestRank(work, 0.5), 1)} / ${round(nearestRank(work, 0.99), 1)}`, `${v(p99 < PROJECTION_TARGET_MS)} (p99 < ${PROJECTION_TARGET_MS} ms)`];
     });
     table(`view projection on an idle system: apply returned -> Ready (ms; polled every ${pollMs} ms; p99 nearest rank)`,
       ['views', 'p50', 'p99', 'max', 'first operator write p50', 'first write -> Ready p50 / p99', 'target'], projRows);
@@ -639,7 +623,7 @@ async function main(): Promise<void> {
       const x = proj(p);
       if (!x) return null;
       const work = x.readyMs.map((r, i) => r - x.pickupMs[i]!);
-      return { p50Ms: round(percentile(x.readyMs, 0.5), 1), p99Ms: round(percentile(x.readyMs, 0.99), 1), maxMs: round(Math.max(...x.readyMs), 1), pickupMedianMs: round(percentile(x.pickupMs, 0.5), 1), afterPickupP50Ms: round(percentile(work, 0.5), 1), afterPickupP99Ms: round(percentile(work, 0.99), 1) };
+      return { p50Ms: round(nearestRank(x.readyMs, 0.5), 1), p99Ms: round(nearestRank(x.readyMs, 0.99), 1), maxMs: round(Math.max(...x.readyMs), 1), pickupMedianMs: round(nearestRank(x.pickupMs, 0.5), 1), afterPickupP50Ms: round(nearestRank(work, 0.5), 1), afterPickupP99Ms: round(nearestRank(work, 0.99), 1) };
     };
     const fuseS = pSummary('fuse');
     const csiS = pSummary('csi');
@@ -677,7 +661,7 @@ async function main(): Promise<void> {
       csiMaxMs: csiS?.maxMs ?? null,
       csiPickupMs: csiS?.pickupMedianMs ?? null,
       projectionTargetMs: PROJECTION_TARGET_MS,
-      projectionMeetsTarget: projections.length > 0 ? projections.every((p) => percentile(p.readyMs, 0.99) < PROJECTION_TARGET_MS) : null,
+      projectionMeetsTarget: projections.length > 0 ? projections.every((p) => nearestRank(p.readyMs, 0.99) < PROJECTION_TARGET_MS) : null,
     };
     result = {
       meta: { ...meta('operator-scale'), clkTck: CLK_TCK },
