@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { Request, Result, ReconcileContext } from '../operator/runtime/controller.js';
 import { Manager } from '../operator/runtime/manager.js';
 import { RuntimeMetrics } from '../operator/runtime/metrics.js';
-import { CAPSULE_VIEWS, CAPSULES, objectKey, type KubeObject } from '../operator/runtime/object-api.js';
+import { ApiError, CAPSULE_VIEWS, CAPSULES, objectKey, type KubeObject } from '../operator/runtime/object-api.js';
 import { silentLogger } from '../capsule/log.js';
 import { FakeApi, sleep, waitFor } from './helpers/fake-api.js';
 
@@ -101,6 +101,21 @@ describe('runtime: controller and manager', () => {
     await waitFor(() => r.count('ns/poll') === 3 && r.count('ns/again') === 2, 'requeued');
     assert.equal(await counter(m.metrics, 'controller_runtime_reconcile_total', { controller: 'requeue', result: 'requeue_after' }), 2);
     assert.equal(await counter(m.metrics, 'controller_runtime_reconcile_total', { controller: 'requeue', result: 'requeue' }), 1);
+  });
+
+  it('a 409 Conflict from the reconciler retries as a requeue, not as an error', async () => {
+    const api = new FakeApi();
+    await api.create(CAPSULES, capsule('stale'));
+    const m = manager(api);
+    const r = new Scripted((_req, n) => {
+      if (n < 3) throw new ApiError(409, 'Conflict', 'the object has been modified');
+    });
+    m.addController({ name: 'conflict', for: CAPSULES, reconciler: r, rateLimiter: { baseDelayMs: 1 } });
+    await m.start();
+    await waitFor(() => r.count('ns/stale') === 3, 'retried after conflicts');
+    await waitFor(async () => (await counter(m.metrics, 'controller_runtime_reconcile_total', { controller: 'conflict', result: 'success' })) === 1, 'succeeded');
+    assert.equal(await counter(m.metrics, 'controller_runtime_reconcile_total', { controller: 'conflict', result: 'requeue' }), 2);
+    assert.equal(await counter(m.metrics, 'controller_runtime_reconcile_errors_total', { controller: 'conflict' }), 0);
   });
 
   it('periodic resync re-enqueues every cached key', async () => {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import fsp from 'node:fs/promises';
 import type { EventRecorder } from '../runtime/events.js';
 import { setCondition } from '../runtime/conditions.js';
-import { CAPSULE_VIEWS, isConflict, type KubeObject, type ObjectApi } from '../runtime/object-api.js';
+import { CAPSULE_VIEWS, type KubeObject, type ObjectApi } from '../runtime/object-api.js';
 import type { Capsule, CapsuleView, CapsuleViewStatus, Condition } from '../api/types.js';
 import { SpaceError } from '../../capsule/errors.js';
 import type { Logger } from '../../capsule/log.js';
@@ -61,15 +61,6 @@ export class CapsuleViewReconciler {
   }
 
   async reconcile(req: { namespace?: string; name: string }): Promise<Result> {
-    try {
-      return await this.reconcileOnce(req);
-    } catch (e) {
-      if (isConflict(e)) return { requeue: true }; // stale cache: look again once it catches up
-      throw e;
-    }
-  }
-
-  private async reconcileOnce(req: { namespace?: string; name: string }): Promise<Result> {
     let view = this.d.views.get(keyOf(req.namespace, req.name)) as CapsuleView | undefined;
     if (!view) return;
     const log = this.d.log.child({ view: keyOf(req.namespace, req.name) });

@@ -119,8 +119,7 @@ export class CapsuleReconciler {
       } satisfies CapsuleStatus);
       return;
     } catch (e) {
-      // Our cached copy was older than the stored one: look again once the cache catches up.
-      if (isConflict(e)) return { requeue: true };
+      if (isConflict(e)) throw e; // stale cache: the controller looks again, nothing to report
       if (e instanceof UserError) {
         if (!isCondition(conditions, 'PolicyValid', 'False', e.message)) this.d.events.warning(obj, e.reason, e.message);
         setCondition(conditions, { type: 'PolicyValid', status: 'False', reason: e.reason, message: e.message }, gen);

@@ -9,7 +9,7 @@
 import net from 'node:net';
 import type { EventRecorder } from '../runtime/events.js';
 import { setCondition } from '../runtime/conditions.js';
-import { FEDERATION_ZONES, isConflict, type ObjectApi } from '../runtime/object-api.js';
+import { FEDERATION_ZONES, type ObjectApi } from '../runtime/object-api.js';
 import type { Condition, FederationZone, FederationZoneStatus } from '../api/types.js';
 import type { Logger } from '../../capsule/log.js';
 import { keyOf, writeStatus, type Lister } from './common.js';
@@ -99,12 +99,7 @@ export class FederationZoneReconciler {
       conditions,
     };
     if (!r.connected) delete status.roundTripMillis;
-    try {
-      await writeStatus(this.d.api, FEDERATION_ZONES, zone, status);
-    } catch (e) {
-      if (isConflict(e)) return { requeue: true }; // stale cache: probe again once it catches up
-      throw e;
-    }
+    await writeStatus(this.d.api, FEDERATION_ZONES, zone, status);
     return { requeueAfterMs: interval };
   }
 }

@@ -9,12 +9,12 @@
  *
  * Results: a thrown error retries with per-key exponential backoff; success forgets the
  * backoff; { requeueAfterMs } schedules the next look; { requeue: true } retries with backoff
- * without counting as an error.
+ * without counting as an error, as does a 409 Conflict thrown by the reconciler.
  */
 import type { Logger } from '../../capsule/log.js';
 import { silentLogger } from '../../capsule/log.js';
 import type { Informer } from './informer.js';
-import { objectKey, type KubeObject, type ResourceType } from './object-api.js';
+import { isConflict, objectKey, type KubeObject, type ResourceType } from './object-api.js';
 import type { ReconcileResult, RuntimeMetrics } from './metrics.js';
 import { WorkQueue, type RateLimiterOptions } from './workqueue.js';
 import { keyOf, parseKey } from './util.js';
@@ -231,8 +231,15 @@ export class Controller {
       logger.debug('reconcile.done', { result, ms: Math.round(performance.now() - started) });
     } catch (err) {
       queue.addRateLimited(key);
-      result = 'error';
-      logger.error('reconcile.failed', { err, retries });
+      if (isConflict(err)) {
+        // A write based on a cached copy older than the stored object: routine with informer
+        // caches, so look again (with backoff) once the cache has caught up, without an error.
+        result = 'requeue';
+        logger.debug('reconcile.conflict', { retries });
+      } else {
+        result = 'error';
+        logger.error('reconcile.failed', { err, retries });
+      }
     } finally {
       queue.done(key);
       metrics?.activeWorkers.dec({ controller: this.name });
