@@ -4,10 +4,7 @@
  * applied objects get reconciled without a second terminal. It keeps running, like a daemon;
  * stop it with SIGTERM (its pid is in <data dir>/objects/operator.pid).
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { startDetached } from './detached.js';
 import { SpaceError } from '../capsule/errors.js';
 import { readOwner } from '../capsule/lock.js';
 import { runningOperator } from '../operator/standalone/run.js';
@@ -23,24 +20,12 @@ export async function ensureStandaloneServer(dataDir: string, timeoutMs = 30_000
   if (owner) {
     return { running: false, why: `pid ${owner.pid} holds ${dataDir} without an operator (a mount?); objects are stored and will be reconciled once \`spacectl serve --data-dir ${dataDir}\` runs` };
   }
-  const logDir = path.join(dataDir, 'logs');
-  fs.mkdirSync(logDir, { recursive: true });
-  const logFile = path.join(logDir, 'serve.log');
-  const fd = fs.openSync(logFile, 'a');
-  const logStart = fs.fstatSync(fd).size;
-  const self = fileURLToPath(new URL('./spacectl.js', import.meta.url));
   // Ephemeral TCP ports: the CLI reaches it through the data dir's unix socket anyway.
-  const child = spawn(process.execPath, [self, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0'], { detached: true, stdio: ['ignore', fd, fd] });
-  fs.closeSync(fd);
-  let exited: number | null = null;
-  child.on('exit', (code) => (exited = code ?? 1));
+  const bg = startDetached(dataDir, 'serve.log', ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--http', '127.0.0.1:0']);
+  const { child, logFile } = bg;
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (exited !== null) {
-      const lines = fs.readFileSync(logFile, 'utf8').slice(logStart).trim().split('\n');
-      const own = lines.filter((l) => l.startsWith('spacectl: '));
-      throw new SpaceError('FAILED_PRECONDITION', `the standalone server did not start: ${own.length ? own.join('; ') : lines.slice(-3).join('\n')} (see ${logFile})`);
-    }
+    if (bg.exitCode() !== null) throw new SpaceError('FAILED_PRECONDITION', `the standalone server did not start: ${bg.reason()}`);
     if (runningOperator(dataDir) === child.pid) {
       child.unref();
       return { running: true, pid: child.pid!, started: true, log: logFile };

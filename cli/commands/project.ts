@@ -6,13 +6,11 @@
  * sshfs does) and returns once the mount is live. That background owner exits when its last
  * mount goes away. --foreground keeps the serving process attached instead.
  */
-import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { readOwner } from '../../capsule/lock.js';
 import { Store } from '../../capsule/store.js';
 import { createLogger } from '../../capsule/log.js';
+import { startDetached } from '../detached.js';
 import { SpaceError, invalid } from '../../capsule/errors.js';
 import { GatewayClient } from '../../gateway/client.js';
 import { startGateway } from '../../gateway/server.js';
@@ -78,26 +76,11 @@ async function mountForeground(dataDir: string, spec: MountSpec, exitWhenIdle: b
 
 /** Start a detached owner process for the data dir and wait until the mount is live. */
 async function mountBackground(dataDir: string, spec: MountSpec): Promise<void> {
-  const logDir = path.join(dataDir, 'logs');
-  fs.mkdirSync(logDir, { recursive: true });
-  const logFile = path.join(logDir, 'mount.log');
-  const fd = fs.openSync(logFile, 'a');
-  const logStart = fs.fstatSync(fd).size;
-  const self = fileURLToPath(new URL('../spacectl.js', import.meta.url));
-  const args = [self, 'project', 'mount', '--id', spec.ref, '--target', spec.target, '--data-dir', dataDir, '--foreground', '--exit-when-idle', ...(spec.rw ? ['--rw'] : [])];
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', fd, fd] });
-  fs.closeSync(fd);
-  let exited: number | null = null;
-  child.on('exit', (code) => (exited = code ?? 1));
+  const bg = startDetached(dataDir, 'mount.log', ['project', 'mount', '--id', spec.ref, '--target', spec.target, '--data-dir', dataDir, '--foreground', '--exit-when-idle', ...(spec.rw ? ['--rw'] : [])]);
+  const { child, logFile } = bg;
   const deadline = Date.now() + 30_000;
-  // The child's own error line ("spacectl: ...") says what went wrong; its JSON log is context.
-  const reason = () => {
-    const lines = fs.readFileSync(logFile, 'utf8').slice(logStart).trim().split('\n');
-    const own = lines.filter((l) => l.startsWith('spacectl: ')).map((l) => l.slice('spacectl: '.length));
-    return own.length ? own.join('\n') : `${lines.slice(-5).join('\n')}\n(see ${logFile})`;
-  };
   while (Date.now() < deadline) {
-    if (exited !== null) throw new SpaceError('FAILED_PRECONDITION', reason());
+    if (bg.exitCode() !== null) throw new SpaceError('FAILED_PRECONDITION', bg.reason());
     const owner = readOwner(dataDir);
     if (owner?.endpoint && owner.pid === child.pid) {
       const client = new GatewayClient(owner.endpoint);
