@@ -104,6 +104,25 @@ interface ReadMemo {
   extents: Map<number, ExtentRow | null>;
 }
 
+/** One end segment of a hole punch: `from`..`to` within it is covered; `ext` is its committed extent. */
+interface PunchEdge {
+  idx: number;
+  from: number;
+  to: number;
+  ext: ExtentRow | undefined;
+  /** keep: nothing committed in range; delete: whole extent covered; trim: cut its length; rewrite: zero bytes inside it. */
+  action: 'keep' | 'delete' | 'trim' | 'rewrite';
+}
+
+interface PunchPlan {
+  first: number;
+  last: number;
+  /** End of the range, clipped at end-of-file. */
+  end: number;
+  committedSize: number;
+  edges: PunchEdge[];
+}
+
 /** Stands for a hole in tryReadSync (never read from). */
 const ZERO_SEGMENT = Buffer.alloc(0);
 
@@ -855,10 +874,18 @@ export class Store implements CapsuleApi {
       if (e && to <= e.len) return (await this.loadSegment(c, p, first, e.seg, !streaming)).subarray(from, to);
     }
     // Several segments: load them concurrently, then assemble (dirty data wins, holes are zeros).
+    // The buffered segments are taken now, with the extent rows: a flush that commits while the
+    // loads run removes them from the dirty file, and its new extents are not in `byIdx`.
+    const buffers = new Map<number, Buffer>();
     const loads = new Map<number, Promise<Buffer>>();
     for (let idx = first; idx <= last; idx++) {
+      const buffered = d?.lookup(idx);
+      if (buffered) {
+        buffers.set(idx, buffered);
+        continue;
+      }
       const e = byIdx.get(idx);
-      if (e && !d?.lookup(idx)) loads.set(idx, this.loadSegment(c, p, idx, e.seg, !streaming));
+      if (e) loads.set(idx, this.loadSegment(c, p, idx, e.seg, !streaming));
     }
     for (const l of loads.values()) l.catch(() => {}); // each is awaited below
     const out = Buffer.alloc(end - offset);
@@ -867,7 +894,7 @@ export class Store implements CapsuleApi {
       const from = Math.max(offset, segStart) - segStart;
       const to = Math.min(end, segStart + segSize) - segStart;
       const dst = segStart + from - offset;
-      const buffered = d?.lookup(idx);
+      const buffered = buffers.get(idx);
       if (buffered) {
         buffered.copy(out, dst, from, to);
         continue;
@@ -1218,6 +1245,136 @@ export class Store implements CapsuleApi {
       this.invalidations++;
     });
     this.emit('written', c.row, { path: p });
+  }
+
+  /**
+   * Deallocate `length` bytes at `offset` of a file in the live head (NVMe Dataset Management
+   * deallocate and Write Zeroes, NFSv4.2 DEALLOCATE): the range reads as zeros from now on and
+   * segments wholly inside it take no space. The size never changes (the range is clipped at
+   * end-of-file; length 0 is a no-op). Segments only partly inside have the covered bytes zeroed:
+   * their committed copy is rewritten in the same transaction that drops the whole ones, and
+   * their buffered copy (if any) is zeroed in place. Snapshots and clones keep their extents.
+   * Store-only: meant for in-process protocol servers.
+   */
+  async punchHole(ref: string, p: string, offset: number, length: number): Promise<void> {
+    const c = this.capsule(ref);
+    p = normPath(p);
+    checkRange(offset, length);
+    if (offset + length > MAX_FILE_SIZE) throw new SpaceError('INVALID_ARGUMENT', 'range beyond the maximum file size', { errno: 'EFBIG' });
+    const n = this.lookupFile(c, HEAD, p);
+    if (length === 0) return;
+    const key = dirtyKey(c.row.id, n.ino);
+    const segSize = c.policy.segmentSize;
+    // Under the file lock no flush runs (so `flushing` is empty and committed extents hold
+    // still); the dirty buffers and extents are then changed in one step without awaiting.
+    const changed = await this.fileLocks.run(key, async () => {
+      for (let attempt = 0; ; attempt++) {
+        if (attempt > 8) throw new SpaceError('UNAVAILABLE', `${p} keeps changing under a hole punch; retry`, { errno: 'EBUSY' });
+        // Phase 1 (awaits): new contents for committed segments the range covers only in part.
+        const before = this.punchPlan(c, n.ino, p, offset, length);
+        if (!before) return false;
+        const known = new Set<string>();
+        const prepared = new Map<number, { edge: PunchEdge; seg: { id: string; plen: number; clen: number } | null }>();
+        try {
+          for (const edge of before.edges) {
+            if (edge.action !== 'rewrite') continue;
+            const ext = edge.ext!;
+            const plain = await this.loadSegment(c, p, edge.idx, ext.seg);
+            const buf = Buffer.alloc(ext.len);
+            plain.copy(buf, 0, 0, Math.min(ext.len, plain.length));
+            buf.fill(0, edge.from, edge.to);
+            const seg = await this.storeSegment(c, buf, known); // null: nothing but zeros is left
+            prepared.set(edge.idx, { edge, seg });
+          }
+          // Phase 2 (no awaits from here to the end): re-plan against the current state; the
+          // rewrites prepared above must still be the ones needed.
+          const plan = this.punchPlan(c, n.ino, p, offset, length);
+          if (!plan) return false;
+          const stale = plan.edges.some((e) => {
+            if (e.action !== 'rewrite') return false;
+            const pr = prepared.get(e.idx)?.edge;
+            return !pr || pr.from !== e.from || pr.to !== e.to || pr.ext!.seg !== e.ext!.seg || pr.ext!.len !== e.ext!.len;
+          });
+          if (stale) continue;
+          const { first, last, end, edges } = plan;
+          const now = Date.now();
+          this.db.transaction(() => {
+            if (last - first > 1) {
+              this.stmt('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx > ? AND idx < ?').run(c.row.id, n.ino, first, last);
+            }
+            const del = this.stmt('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx = ?');
+            for (const e of edges) {
+              if (e.action === 'delete') del.run(c.row.id, n.ino, e.idx);
+              else if (e.action === 'trim') {
+                this.stmt('UPDATE extents SET len = ? WHERE capsule = ? AND version = 0 AND ino = ? AND idx = ?').run(e.from, c.row.id, n.ino, e.idx);
+              } else if (e.action === 'rewrite') {
+                const seg = prepared.get(e.idx)!.seg;
+                if (!seg) del.run(c.row.id, n.ino, e.idx);
+                else {
+                  this.insertSegmentRow(c, seg);
+                  this.stmt('UPDATE extents SET seg = ?, len = ? WHERE capsule = ? AND version = 0 AND ino = ? AND idx = ?').run(seg.id, seg.plen, c.row.id, n.ino, e.idx);
+                }
+              }
+            }
+            this.stmt('UPDATE inodes SET mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(now, now, c.row.id, n.ino);
+          })();
+          const d = this.dirty.get(key);
+          if (d) {
+            for (const [idx, buf] of d.segs) {
+              if (idx < first || idx > last) continue;
+              const segStart = idx * segSize;
+              const from = Math.max(offset, segStart) - segStart;
+              const to = Math.min(end, segStart + segSize) - segStart;
+              // Covered up to the segment's end (or end-of-file): nothing of it is left to keep.
+              if (from === 0 && (to === segSize || segStart + to >= d.size)) d.segs.delete(idx);
+              else buf.fill(0, from, to);
+            }
+            d.mtimeMs = now;
+            if (d.segs.size === 0 && d.flushing.size === 0 && d.size === plan.committedSize) this.dirty.delete(key);
+          }
+          // Writes that loaded a base segment before this point must load it again.
+          this.invalidations++;
+          return true;
+        } catch (e) {
+          throw fromFsError(e, `punching a hole in ${p} of capsule ${c.row.name}`);
+        } finally {
+          for (const { seg } of prepared.values()) if (seg) this.unpin(seg.id);
+        }
+      }
+    });
+    if (changed) this.emit('written', c.row, { path: p });
+  }
+
+  /**
+   * What a hole punch does to the committed extents of the segments at either end of the range
+   * (those in between are dropped whole), given the file's current size. Undefined when there is
+   * nothing to do (range past end-of-file); not found when the file has gone.
+   */
+  private punchPlan(c: Capsule, ino: number, p: string, offset: number, length: number): PunchPlan | undefined {
+    const node = this.inode(c.row.id, HEAD, ino);
+    if (!node) throw notFound(`${p} not found in capsule ${c.row.name}`);
+    const d = this.dirty.get(dirtyKey(c.row.id, ino));
+    const size = d ? d.size : node.size;
+    const end = Math.min(offset + length, size);
+    if (end <= offset) return undefined;
+    const segSize = c.policy.segmentSize;
+    const first = Math.floor(offset / segSize);
+    const last = Math.floor((end - 1) / segSize);
+    const edges: PunchEdge[] = [];
+    for (const idx of first === last ? [first] : [first, last]) {
+      const segStart = idx * segSize;
+      const from = Math.max(offset, segStart) - segStart;
+      const to = Math.min(end, segStart + segSize) - segStart;
+      const ext = this.extent(c, HEAD, ino, idx);
+      // Bytes past an extent's length already read as zeros: cutting the length is enough when
+      // the range reaches it; only a range ending inside the extent needs the data rewritten.
+      let action: PunchEdge['action'];
+      if (!ext || from >= ext.len) action = 'keep';
+      else if (to >= ext.len) action = from === 0 ? 'delete' : 'trim';
+      else action = 'rewrite';
+      edges.push({ idx, from, to, ext, action });
+    }
+    return { first, last, end, committedSize: node.size, edges };
   }
 
   // ---------------------------------------------------------------- versions
