@@ -1,0 +1,116 @@
+/**
+ * A block namespace backed by one file of a capsule (by default `content`): LBAs map straight
+ * onto the file's bytes, so reads and writes land on the capsule's segments (copy-on-write after
+ * a snapshot). Blocks past the end of a shorter file read as zeros.
+ */
+import crypto from 'node:crypto';
+import type { Store } from '../../capsule/store.js';
+import type { ChangeEvent } from '../../capsule/types.js';
+
+export interface NamespaceSpec {
+  ref: string;
+  file?: string;
+  readOnly?: boolean;
+  /** log2 of the logical block size: 9 (512 B, default) or 12 (4 KiB). */
+  lbaShift?: number;
+}
+
+export class BlockNamespace {
+  readonly capsuleId: string;
+  readonly file: string;
+  readonly readOnly: boolean;
+  readonly lbaShift: number;
+  readonly nguid: Buffer;
+  readonly uuid: Buffer;
+  readonly eui64: Buffer;
+  private sizeBytes = 0;
+  private readonly onChange: (ev: ChangeEvent) => void;
+  /** Data units (512 000 bytes each in the SMART log) and commands, for the health log. */
+  readonly counters = { bytesRead: 0n, bytesWritten: 0n, reads: 0n, writes: 0n };
+
+  private constructor(readonly store: Store, spec: NamespaceSpec, private readonly resized: () => void) {
+    this.capsuleId = store.resolveId(spec.ref);
+    this.file = spec.file ?? 'content';
+    this.readOnly = spec.readOnly ?? false;
+    this.lbaShift = spec.lbaShift ?? 9;
+    // Stable identifiers per (capsule, file): the same namespace after any restart.
+    const h = crypto.createHash('sha256').update(`space-nvme:${this.capsuleId}:${this.file}`).digest();
+    this.nguid = h.subarray(0, 16);
+    this.eui64 = h.subarray(16, 24);
+    this.uuid = this.file === 'content' && /^[0-9a-f-]{36}$/i.test(this.capsuleId)
+      ? Buffer.from(this.capsuleId.replace(/-/g, ''), 'hex')
+      : Buffer.from(h.subarray(8, 24));
+    this.onChange = (ev) => {
+      if (ev.capsule === this.capsuleId && (ev.kind === 'written' || ev.kind === 'meta')) void this.refreshSize();
+    };
+    store.events.on('change', this.onChange);
+  }
+
+  static async open(store: Store, spec: NamespaceSpec, resized: () => void = () => {}): Promise<BlockNamespace> {
+    if (spec.lbaShift !== undefined && spec.lbaShift !== 9 && spec.lbaShift !== 12) throw new Error(`block size must be 512 or 4096 bytes`);
+    const ns = new BlockNamespace(store, spec, resized);
+    try {
+      const attr = await store.getattr(ns.capsuleId, ns.file);
+      if (attr.type !== 'file') throw new Error(`${ns.file} in capsule ${ns.capsuleId} is not a file`);
+      ns.sizeBytes = attr.size;
+    } catch (e) {
+      ns.close();
+      throw e;
+    }
+    return ns;
+  }
+
+  get blockSize(): number {
+    return 1 << this.lbaShift;
+  }
+
+  /** Namespace size in logical blocks (a trailing partial block is not exposed). */
+  get blocks(): number {
+    return Math.floor(this.sizeBytes / this.blockSize);
+  }
+
+  /** The file size changed (grown by an expansion, or replaced by a put): tell controllers. */
+  private async refreshSize(): Promise<void> {
+    try {
+      const attr = await this.store.getattr(this.capsuleId, this.file);
+      if (attr.size !== this.sizeBytes) {
+        const before = this.blocks;
+        this.sizeBytes = Math.max(attr.size, 0);
+        if (this.blocks !== before) this.resized();
+      }
+    } catch {
+      // deleted or renamed: leave the size; I/O will report the error
+    }
+  }
+
+  /** Read `length` bytes at `offset`; zeros past end of file. Synchronous when the data is cached. */
+  read(offset: number, length: number): Buffer | Promise<Buffer> {
+    const hit = this.store.tryReadSync(this.capsuleId, this.file, offset, length);
+    if (hit) return this.pad(hit, length);
+    return this.store.read(this.capsuleId, this.file, offset, length).then((b) => this.pad(b, length));
+  }
+
+  private pad(b: Buffer, length: number): Buffer {
+    if (b.length === length) return b;
+    const out = Buffer.alloc(length);
+    b.copy(out);
+    return out;
+  }
+
+  async write(offset: number, data: Uint8Array, durable: boolean): Promise<void> {
+    await this.store.writeBuffered(this.capsuleId, this.file, offset, data);
+    if (durable) await this.flush();
+  }
+
+  flush(): Promise<void> {
+    return this.store.flush(this.capsuleId, this.file);
+  }
+
+  async deallocate(offset: number, length: number): Promise<void> {
+    await this.store.punchHole(this.capsuleId, this.file, offset, length);
+  }
+
+  close(): void {
+    this.store.events.off('change', this.onChange);
+  }
+}
