@@ -8,7 +8,7 @@ import type { CapsuleApi, CloneOptions, CreateOptions, PutOptions } from '../cap
 import type {
   CapsuleInfo, CapsuleStat, ChangeEvent, DirEntry, FileAttr, FsckReport, GcReport, SetAttr, StoreStat, VersionSel,
 } from '../capsule/types.js';
-import type { MountInfo, MountSpec } from './views-api.js';
+import type { ExportInfo, ExportProtocol, ExportSpec, MountInfo, MountSpec } from './views-api.js';
 import { CHUNK, loadCapsuleProto, MAX_MESSAGE_BYTES, WRITE_PIECE } from './proto.js';
 import { SpaceError } from '../capsule/errors.js';
 import { fromStatus } from './status.js';
@@ -260,6 +260,20 @@ export class GatewayClient implements CapsuleApi {
 
   async listMounts(): Promise<MountInfo[]> {
     return (await this.unary<{ mounts: w.WMountInfo[] }>('ListMounts', {})).mounts.map(w.mountFromWire);
+  }
+
+  // ---- network exports (NVMe/TCP, NFS) -----------------------------------------------------
+
+  async export(spec: ExportSpec): Promise<ExportInfo> {
+    return w.exportFromWire(await this.unary<w.WExportInfo>('Export', w.exportSpecToWire(spec)));
+  }
+
+  async unexport(protocol: ExportProtocol, name: string): Promise<void> {
+    await this.unary('Unexport', { protocol, name });
+  }
+
+  async listExports(): Promise<ExportInfo[]> {
+    return ((await this.unary<{ exports?: w.WExportInfo[] }>('ListExports', {})).exports ?? []).map(w.exportFromWire);
   }
 }
 

@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { CapsuleApi, PutOptions } from '../capsule/api.js';
 import { invalid, SpaceError } from '../capsule/errors.js';
 import type { Logger } from '../capsule/log.js';
-import type { ViewManager } from './views-api.js';
+import type { ExportManager, ExportSpec, ViewManager } from './views-api.js';
 import type { GatewayMetrics } from './metrics.js';
 import { CHUNK } from './proto.js';
 import { toStatus, type StatusError } from './status.js';
@@ -16,6 +16,8 @@ import * as w from './wire.js';
 export interface CapsuleServiceDeps {
   store: CapsuleApi;
   views?: ViewManager;
+  /** NVMe/TCP and NFS exports (absent: Export answers FAILED_PRECONDITION). */
+  exports?: ExportManager;
   metrics?: GatewayMetrics;
   logger: Logger;
 }
@@ -37,7 +39,7 @@ class RawStatus extends Error {
 class Cancelled extends Error {}
 
 export function createCapsuleService(deps: CapsuleServiceDeps): CapsuleService {
-  const { store, views, metrics, logger } = deps;
+  const { store, views, exports, metrics, logger } = deps;
   const streams = new Set<AbortController>();
 
   const statusOf = (op: string, err: unknown): StatusError => {
@@ -98,6 +100,11 @@ export function createCapsuleService(deps: CapsuleServiceDeps): CapsuleService {
         );
     };
   }
+
+  const needExports = (): ExportManager => {
+    if (!exports) throw new RawStatus(grpc.status.FAILED_PRECONDITION, 'this gateway serves no network exports (started without NVMe/TCP or NFS)');
+    return exports;
+  };
 
   const needViews = (): ViewManager => {
     if (!views) throw new RawStatus(grpc.status.UNIMPLEMENTED, 'this gateway serves no views (started without a view manager)');
@@ -227,6 +234,24 @@ export function createCapsuleService(deps: CapsuleServiceDeps): CapsuleService {
       return {};
     }),
     ListMounts: unary('ListMounts', async () => ({ mounts: needViews().list().map(w.mountToWire) })),
+
+    Export: unary('Export', async (req: w.WExportRequest) => {
+      const protocol = v.required(req.protocol, 'protocol');
+      if (protocol !== 'nvme' && protocol !== 'nfs') throw new RawStatus(grpc.status.INVALID_ARGUMENT, `protocol must be nvme or nfs, got ${JSON.stringify(protocol)}`);
+      const spec: ExportSpec = {
+        protocol, ref: v.required(req.ref, 'ref'), readOnly: !!req.read_only, allowed: req.allowed ?? [],
+        ...(req.name ? { name: req.name } : {}), ...(req.listen ? { listen: req.listen } : {}),
+        ...(req.block_size ? { blockSize: req.block_size } : {}), ...(req.file ? { file: req.file } : {}),
+      };
+      return w.exportToWire(await needExports().export(spec));
+    }),
+    Unexport: unary('Unexport', async (req: { protocol: string; name: string }) => {
+      const protocol = v.required(req.protocol, 'protocol');
+      if (protocol !== 'nvme' && protocol !== 'nfs') throw new RawStatus(grpc.status.INVALID_ARGUMENT, `protocol must be nvme or nfs, got ${JSON.stringify(protocol)}`);
+      await needExports().unexport(protocol, v.required(req.name, 'name'));
+      return {};
+    }),
+    ListExports: unary('ListExports', async () => ({ exports: needExports().list().map(w.exportToWire) })),
   };
 
   /**

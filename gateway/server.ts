@@ -10,7 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { CapsuleApi } from '../capsule/api.js';
 import { createLogger, type Logger } from '../capsule/log.js';
 import { Store } from '../capsule/store.js';
-import type { ViewManager } from './views-api.js';
+import type { ExportManager, ViewManager } from './views-api.js';
 import { joinHostPort, parseHostPort } from './address.js';
 import { createCapsuleService } from './grpc-service.js';
 import { startHttp, type HttpEndpoint } from './http.js';
@@ -40,6 +40,8 @@ export interface GatewayOptions {
   /** PEM file paths. With requireClientCert, clients must present a cert signed by `ca` (mTLS). */
   tls?: { cert: string; key: string; ca?: string; requireClientCert?: boolean };
   views?: ViewManager;
+  /** NVMe/TCP and NFS exports; closed (every export withdrawn) on close(). */
+  exports?: ExportManager;
   logger?: Logger;
   /** How long close() lets in-flight calls finish before cutting them (default 5 s). */
   shutdownTimeoutMs?: number;
@@ -86,7 +88,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const onIntegrity = () => metrics.integrityFailures.inc();
   integrityEvents?.on('integrity', onIntegrity);
 
-  const service = createCapsuleService({ store, views: opts.views, metrics, logger });
+  const service = createCapsuleService({ store, views: opts.views, exports: opts.exports, metrics, logger });
   const server = new grpc.Server({
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
@@ -150,6 +152,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     await shutdown(server, opts.shutdownTimeoutMs ?? 5000, logger);
     grpcListening = false;
     await opts.views?.closeAll().catch((err: unknown) => logger.error('gateway.views_close_failed', { err }));
+    await opts.exports?.closeAll().catch((err: unknown) => logger.error('gateway.exports_close_failed', { err }));
     await cleanup();
     logger.info('gateway.closed', {});
   })());

@@ -10,7 +10,8 @@ import type { LeaderElectionOptions } from './runtime/leader-election.js';
 import { CAPSULES, CAPSULE_VIEWS, FEDERATION_ZONES, type ObjectApi } from './runtime/object-api.js';
 import type { GatewayDirectory } from './gateways.js';
 import { CapsuleReconciler } from './reconcilers/capsule.js';
-import { CapsuleViewReconciler, CsiViewDriver, FuseViewDriver, UnavailableViewDriver, type ViewDriver } from './reconcilers/capsule-view.js';
+import { CapsuleViewReconciler, CsiViewDriver, FuseViewDriver, type ViewDriver } from './reconcilers/capsule-view.js';
+import { ExportViewDriver } from './reconcilers/export-view-driver.js';
 import { FederationZoneReconciler } from './reconcilers/federation-zone.js';
 import type { Capsule, CapsuleView } from './api/types.js';
 
@@ -59,8 +60,10 @@ export function createOperator(o: OperatorOptions): Operator {
   const drivers = new Map<string, ViewDriver>([
     ['fuse', new FuseViewDriver(o.viewRoot, o.localGateway ?? false)],
     ['csi', new CsiViewDriver()],
-    ['nfs', new UnavailableViewDriver('nfs', 'this gateway does not serve NFS exports yet')],
-    ['nvme', new UnavailableViewDriver('nvme', 'this gateway does not serve NVMe/TCP namespaces yet')],
+    // The gateway answers FAILED_PRECONDITION when it runs no server for the protocol: the view
+    // then waits with reason ProtocolUnavailable.
+    ['nfs', new ExportViewDriver('nfs')],
+    ['nvme', new ExportViewDriver('nvme')],
   ]);
   for (const d of o.drivers ?? []) drivers.set(d.protocol, d);
   const viewReconciler = new CapsuleViewReconciler({ api: o.api, views, capsules, gateways: o.gateways, events, log: o.logger.child({ controller: 'capsuleview' }), drivers: [...drivers.values()] });

@@ -383,7 +383,11 @@ describe('Space API: CRDs, schemas and admission', () => {
       const hello = capsules.find((c) => c.metadata.name === 'hello');
       assert.ok(hello?.spec.source.inline, 'capsule-inline.yaml defines the inline capsule hello');
 
-      for (const v of ofKind('CapsuleView') as CapsuleView[]) assert.equal(v.spec.capsuleRef.name, 'hello', `${v.metadata.name} views hello`);
+      // Every view names an example capsule; file views show hello, the NVMe view the block volume.
+      for (const v of ofKind('CapsuleView') as CapsuleView[]) {
+        assert.ok(names.has(v.spec.capsuleRef.name), `${v.metadata.name} views a capsule of the examples`);
+        assert.equal(v.spec.capsuleRef.name, v.spec.protocol === 'nvme' ? 'scratch' : 'hello', `${v.metadata.name} views the right example`);
+      }
       const fuse = (ofKind('CapsuleView') as CapsuleView[]).find((v) => v.spec.protocol === 'fuse');
       assert.equal(fuse?.spec.options?.mountPath, '/tmp/space-views/hello');
 

@@ -13,6 +13,9 @@ import { createLogger, silentLogger } from '../capsule/log.js';
 import { LocalViewManager } from '../gateway/fuse/views.js';
 import { GatewayClient } from '../gateway/client.js';
 import { startGateway, type Gateway } from '../gateway/server.js';
+import { GatewayExports } from '../gateway/exports.js';
+import { NvmeExports } from '../gateway/nvme/exports.js';
+import { connectController, readSqe, check } from '../bench/nvme/initiator.js';
 import { StaticGateways } from '../operator/gateways.js';
 import { createOperator, type Operator } from '../operator/operator.js';
 import { openObjectStore } from '../operator/standalone/run.js';
@@ -82,7 +85,9 @@ describe('operator (standalone: embedded API, real gateway)', function () {
     dir = tmpDir('space-operator-');
     store = Store.open(path.join(dir, 'data'), { logger: silentLogger });
     const views = new LocalViewManager(store, silentLogger);
-    gw = await startGateway({ dataDir: path.join(dir, 'data'), store, views, listen: '127.0.0.1:0', httpListen: '127.0.0.1:0', logger: createLogger({ component: 'gw', level: 'error', write: () => {} }) });
+    // NVMe/TCP on an ephemeral port; no NFS server: nfs views must say so.
+    const exports = new GatewayExports([new NvmeExports(store, silentLogger, '127.0.0.1:0')]);
+    gw = await startGateway({ dataDir: path.join(dir, 'data'), store, views, exports, listen: '127.0.0.1:0', httpListen: '127.0.0.1:0', logger: createLogger({ component: 'gw', level: 'error', write: () => {} }) });
     client = new GatewayClient(`127.0.0.1:${gw.grpcPort}`);
     objects = openObjectStore(path.join(dir, 'standalone'));
     op = startOperator();
@@ -134,15 +139,27 @@ describe('operator (standalone: embedded API, real gateway)', function () {
     assert.ok(Number(status(vol).storedSize) < 1024 * 1024, 'an empty volume stores (almost) nothing');
   });
 
-  it('serves views: fuse mounted and readable, csi published, nfs/nvme say plainly they are not served yet', async function () {
+  it('serves views: fuse mounted and readable, csi published, nvme exported, nfs says plainly it is not served', async function () {
     const csi = await eventually('csi view Ready', ready(() => getView('hello-csi')));
     assert.match(String((status(csi).endpoint as { url: string }).url), /^csi:\/\/csi\.space\.io\//);
-    for (const name of ['hello-nfs', 'hello-nvme']) {
-      const v = await eventually(`${name} condition`, async () => {
-        const o = await getView(name);
-        return cond(o, 'Ready')?.reason === 'ProtocolUnavailable' ? o : undefined;
-      });
-      assert.equal(status(v).phase, 'Pending');
+    const nfs = await eventually('hello-nfs condition', async () => {
+      const o = await getView('hello-nfs');
+      return cond(o, 'Ready')?.reason === 'ProtocolUnavailable' ? o : undefined;
+    });
+    assert.equal(status(nfs).phase, 'Pending');
+    assert.match(String(cond(nfs, 'Ready')?.message), /no network exports|does not serve nfs/);
+    // The NVMe/TCP view is a live namespace of the scratch volume: a host connects to the endpoint.
+    const nvme = await eventually('scratch-nvme Ready', ready(() => getView('scratch-nvme')));
+    const ep = status(nvme).endpoint as { address: string; port: number; nqn: string; url: string };
+    assert.equal(ep.nqn, 'nqn.2024-11.io.space:default.scratch');
+    assert.equal(ep.url, `nvme://${ep.address}:${ep.port}/${ep.nqn}`);
+    const session = await connectController({ host: ep.address, port: ep.port, subnqn: ep.nqn });
+    try {
+      assert.equal(session.blocks * session.blockSize, 1024 ** 3);
+      const r = check(await session.io[0]!.submit(readSqe(0, 8, session.blockSize)), 'read');
+      assert.ok(r.data!.equals(Buffer.alloc(8 * session.blockSize)), 'an empty volume reads zeros');
+    } finally {
+      session.close();
     }
     if (!fuseOk) return this.skip();
     const fuse = await eventually('fuse view Ready', ready(() => getView('hello-fuse')));
@@ -261,7 +278,8 @@ describe('operator (standalone: embedded API, real gateway)', function () {
     assert.match(text, /workqueue_depth\{name="capsule"\}/);
     assert.match(text, /space_capsules\{phase="Ready"\} [1-9]/);
     assert.match(text, /space_capsule_views\{protocol="csi",ready="true"\} [1-9]/);
-    assert.match(text, /space_capsule_views\{protocol="nvme",ready="false"\} 1/);
+    assert.match(text, /space_capsule_views\{protocol="nvme",ready="true"\} 1/);
+    assert.match(text, /space_capsule_views\{protocol="nfs",ready="false"\} 1/);
     assert.equal((await fetch(`${base}/healthz`)).status, 200);
     assert.equal((await fetch(`${base}/readyz`)).status, 200);
   });

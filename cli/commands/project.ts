@@ -15,7 +15,10 @@ import { SpaceError, invalid } from '../../capsule/errors.js';
 import { GatewayClient } from '../../gateway/client.js';
 import { startGateway } from '../../gateway/server.js';
 import { LocalViewManager } from '../../gateway/fuse/views.js';
-import type { MountInfo, MountSpec, ViewManager } from '../../gateway/views-api.js';
+import type { ExportInfo, ExportSpec, MountInfo, MountSpec, ViewManager } from '../../gateway/views-api.js';
+import { GatewayExports } from '../../gateway/exports.js';
+import { DEFAULT_NVME_LISTEN, NvmeExports } from '../../gateway/nvme/exports.js';
+import { joinHostPort } from '../../gateway/address.js';
 import type { Command } from '../command.js';
 import { out } from '../command.js';
 import { clientTls, dataDirOf } from '../target.js';
@@ -156,15 +159,89 @@ async function umount(f: Flags): Promise<void> {
   out(`unmounted ${target}`);
 }
 
+/** Wait for SIGINT/SIGTERM/SIGHUP. */
+function untilSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.off(sig, done);
+      resolve();
+    };
+    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, done);
+  });
+}
+
+function describeExport(e: ExportInfo): void {
+  // stdout: the NQN alone (scripts read it); stderr: how to use it.
+  out(e.name);
+  const host = e.address === '0.0.0.0' || e.address === '::' ? '<this host>' : e.address;
+  process.stderr.write(
+    `serving capsule ${e.capsuleId} (${e.file ?? 'content'}) over NVMe/TCP on ${joinHostPort(e.address, e.port)}, ${e.readOnly ? 'read-only' : 'read-write'}\n` +
+    `  connect: nvme connect -t tcp -a ${host} -s ${e.port} -n ${e.name}\n` +
+    `  stop with Ctrl-C\n`,
+  );
+}
+
+/**
+ * spacectl project nvme: serve a capsule file as an NVMe/TCP namespace, in the foreground until a
+ * signal. When a gateway already owns the data dir, it serves the subsystem for as long as this
+ * command runs; otherwise this process opens the store and serves it (and the data dir's socket,
+ * so other spacectl commands keep working meanwhile).
+ */
+async function nvme(f: Flags): Promise<void> {
+  const ref = f.ref()!;
+  const spec: ExportSpec = {
+    protocol: 'nvme',
+    ref,
+    readOnly: f.bool('read-only'),
+    listen: f.str('listen') ?? DEFAULT_NVME_LISTEN,
+    ...(f.str('nqn') ? { name: f.str('nqn') } : {}),
+    ...(f.str('file') ? { file: f.str('file') } : {}),
+    ...(f.int('block-size') !== undefined ? { blockSize: f.int('block-size') } : {}),
+    allowed: f.str('allow-host') ? f.str('allow-host')!.split(',').map((x) => x.trim()).filter(Boolean) : [],
+  };
+  const dataDir = dataDirOf(f);
+  const client = ownerClient(f, dataDir);
+  f.rejectUnknown();
+  if (client) {
+    try {
+      const e = await client.export(spec);
+      describeExport(e);
+      await untilSignal();
+      await client.unexport('nvme', e.name);
+    } finally {
+      client.close();
+    }
+    return;
+  }
+  const logger = createLogger({ component: 'nvme' });
+  const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }) });
+  const exports = new GatewayExports([new NvmeExports(store, logger, spec.listen)]);
+  const gw = await startGateway({ dataDir, store, exports, listen: '', httpListen: '', logger });
+  try {
+    describeExport(await exports.export(spec));
+  } catch (e) {
+    await gw.close();
+    throw e;
+  }
+  await untilSignal();
+  await gw.close(); // withdraws the subsystem, flushes what hosts wrote, closes the store
+}
+
 export const project: Command = {
   name: 'project',
-  summary: 'project a capsule as a view: mount (FUSE) / umount',
-  usage: 'spacectl project mount --id ID --target DIR [--rw] [--foreground]\n       spacectl project umount --target DIR',
-  booleans: ['rw', 'foreground', 'exit-when-idle'],
+  summary: 'project a capsule as a view: mount (FUSE) / umount, nvme (NVMe/TCP namespace)',
+  usage: [
+    'spacectl project mount --id ID --target DIR [--rw] [--foreground]',
+    '       spacectl project umount --target DIR',
+    `       spacectl project nvme --id ID [--listen ${DEFAULT_NVME_LISTEN}] [--read-only] [--nqn NQN] [--file content] [--block-size 512|4096] [--allow-host NQN,...]`,
+    '       spacectl project --view mount|nvme ...   (the same commands)',
+  ].join('\n'),
+  booleans: ['rw', 'foreground', 'exit-when-idle', 'read-only'],
   async run(f) {
-    const sub = f.positionals.shift();
-    if (sub === 'mount') return mount(f);
+    const sub = f.str('view') ?? f.positionals.shift();
+    if (sub === 'mount' || sub === 'fuse') return mount(f);
     if (sub === 'umount' || sub === 'unmount') return umount(f);
-    throw invalid(`project needs a subcommand: mount or umount (got ${sub ?? 'nothing'})`);
+    if (sub === 'nvme') return nvme(f);
+    throw invalid(`project needs a view: mount, umount or nvme (got ${sub ?? 'nothing'})`);
   },
 };

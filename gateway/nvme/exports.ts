@@ -1,0 +1,98 @@
+/**
+ * NVMe/TCP exports of a gateway: one target per listen address, started on first use (so a
+ * gateway that never exports a namespace never binds port 4420), each serving its subsystems.
+ */
+import { SpaceError } from '../../capsule/errors.js';
+import type { Logger } from '../../capsule/log.js';
+import type { Store } from '../../capsule/store.js';
+import { joinHostPort, parseHostPort } from '../address.js';
+import type { ExportBackend, ExportInfo, ExportSpec } from '../views-api.js';
+import { NvmeTarget } from './target.js';
+
+export const DEFAULT_NVME_LISTEN = '127.0.0.1:4420';
+
+interface Entry {
+  listen: string;
+  target: NvmeTarget;
+  since: string;
+}
+
+export class NvmeExports implements ExportBackend {
+  readonly protocol = 'nvme' as const;
+  private readonly targets = new Map<string, Promise<NvmeTarget>>();
+  /** Subsystem NQN → where it is served. */
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(private readonly store: Store, private readonly logger: Logger, private readonly defaultListen = DEFAULT_NVME_LISTEN) {
+    parseHostPort(defaultListen, 'nvme listen');
+  }
+
+  private target(listen: string): Promise<NvmeTarget> {
+    let t = this.targets.get(listen);
+    if (!t) {
+      const { host, port } = parseHostPort(listen, 'nvme listen');
+      t = NvmeTarget.listen({ store: this.store, host, port, logger: this.logger.child({ listen }) });
+      this.targets.set(listen, t);
+      t.catch(() => this.targets.delete(listen));
+    }
+    return t;
+  }
+
+  async export(spec: ExportSpec): Promise<ExportInfo> {
+    const listen = normalizeListen(spec.listen ?? this.defaultListen);
+    let target: NvmeTarget;
+    try {
+      target = await this.target(listen);
+    } catch (e) {
+      throw new SpaceError('UNAVAILABLE', `cannot listen for NVMe/TCP on ${listen}: ${(e as Error).message}`, { cause: e });
+    }
+    const sub = await target.addSubsystem({
+      ref: spec.ref, nqn: spec.name, readOnly: spec.readOnly, allowedHosts: spec.allowed, blockSize: spec.blockSize, file: spec.file,
+    });
+    const entry = { listen, target, since: new Date().toISOString() };
+    this.entries.set(sub.nqn, entry);
+    return this.info(sub.nqn, entry)!;
+  }
+
+  async unexport(name: string): Promise<void> {
+    const e = this.entries.get(name);
+    if (!e) throw new SpaceError('NOT_FOUND', `no NVMe/TCP subsystem ${name} is exported`);
+    const target = e.target;
+    this.entries.delete(name);
+    await target.removeSubsystem(name);
+    // A listener nobody uses any more is closed (the port becomes free again).
+    if (![...this.entries.values()].some((x) => x.listen === e.listen)) {
+      this.targets.delete(e.listen);
+      await target.close();
+    }
+  }
+
+  list(): ExportInfo[] {
+    const out: ExportInfo[] = [];
+    for (const [nqn, e] of this.entries) {
+      const info = this.info(nqn, e);
+      if (info) out.push(info);
+    }
+    return out;
+  }
+
+  private info(nqn: string, e: Entry): ExportInfo | undefined {
+    const t = e.target;
+    const s = t.list().find((x) => x.nqn === nqn);
+    if (!s) return undefined;
+    const a = t.address();
+    return { protocol: 'nvme', name: nqn, capsuleId: s.capsuleId, readOnly: s.readOnly, address: a.host, port: a.port, allowed: s.allowedHosts, file: s.file, since: e.since };
+  }
+
+  async closeAll(): Promise<void> {
+    const targets = [...this.targets.values()];
+    this.targets.clear();
+    this.entries.clear();
+    for (const t of targets) await (await t.catch(() => undefined))?.close();
+  }
+}
+
+function normalizeListen(listen: string): string {
+  const { host, port } = parseHostPort(listen, 'nvme listen');
+  return joinHostPort(host, port);
+}
