@@ -1,11 +1,10 @@
 /**
  * NVMe/TCP attach for block and filesystem volumes, through nvme-cli.
  *
- * VERIFIED ONLY AGAINST FIXTURES: there is no NVMe/TCP target on the development machine yet
- * (the gateway's target is not written), so the command lines are asserted by tests with an
- * injected runner, and the JSON parsers run on recorded outputs in test/fixtures/csi/ that
- * follow nvme-cli 2.x's documented JSON shapes (nvme-cli 2.3 on this machine lists nothing:
- * there is no NVMe device here). Run against a real target before trusting it in production.
+ * test/csi-nvme-kernel.test.ts runs this class for real: every command it issues executes in a
+ * QEMU guest's Linux kernel against the gateway's NVMe/TCP target (connect, device discovery
+ * from list-subsys/list JSON, blkid, mkfs, mount, online resize after the namespace grows).
+ * test/csi-node.test.ts covers the error paths with recorded outputs in test/fixtures/csi/.
  */
 import fsp from 'node:fs/promises';
 import { CommandError, runChecked, type CommandRunner } from './exec.js';

@@ -144,6 +144,9 @@ copy_bin nvme /usr/sbin/nvme
 for b in mke2fs e2fsck tune2fs dumpe2fs resize2fs; do copy_bin "$b" "/usr/sbin/$b"; done
 for a in mkfs.ext2 mkfs.ext3 mkfs.ext4; do ln -sf mke2fs "$S/usr/sbin/$a"; done
 for a in fsck.ext2 fsck.ext3 fsck.ext4; do ln -sf e2fsck "$S/usr/sbin/$a"; done
+# util-linux blkid: the CSI node plugin probes devices with `blkid -p -o export` (busybox's blkid
+# has neither option).
+copy_bin blkid /usr/sbin/blkid
 # mke2fs falls back to compiled-in defaults without this file, which differ between e2fsprogs
 # versions; the host's file makes guest-made filesystems match what the host would make.
 if [ -f /etc/mke2fs.conf ]; then cp /etc/mke2fs.conf "$S/etc/"; fi
