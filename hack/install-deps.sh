@@ -9,7 +9,7 @@ SUDO=""
 need=()
 # prometheus: the scrape test; python3-grpcio: a non-Node gRPC client for the CSI socket; nvme-cli: the
 # CSI node plugin's NVMe/TCP attach (its parsers are tested against recorded output).
-for pkg in libfuse2 fuse openssl python3 make g++ prometheus python3-grpcio nvme-cli util-linux; do
+for pkg in libfuse2 fuse openssl python3 make g++ prometheus python3-grpcio nvme-cli util-linux libnfs-utils; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # The real-kernel test guest (hack/guest): QEMU plus what goes into its initramfs. Installed without

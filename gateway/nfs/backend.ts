@@ -1,0 +1,27 @@
+/**
+ * What the NFS view needs from the store. `Store` (capsule/store.ts) satisfies it; the narrower
+ * type keeps the protocol modules testable and says which store features the view relies on.
+ */
+import type { EventEmitter } from 'node:events';
+import type { CapsuleApi } from '../../capsule/api.js';
+
+export type NfsStore = Pick<
+  CapsuleApi,
+  'get' | 'getattr' | 'readdir' | 'read' | 'truncate' | 'mkdir' | 'createFile' | 'unlink' | 'rmdir' | 'rename' | 'setattr'
+> & {
+  /** Write into the store's dirty-segment buffer; durable only after flush. */
+  writeBuffered(ref: string, path: string, offset: number, data: Uint8Array): Promise<number>;
+  flush(ref: string, path?: string): Promise<void>;
+  /** Bytes already in memory, without a promise (undefined: use read()). */
+  tryReadSync?(ref: string, path: string, offset: number, length: number): Buffer | undefined;
+  /** 'change' events (ChangeEvent): how the view learns of renames and deletes by other front ends. */
+  readonly events?: EventEmitter;
+  /** The data dir, whose free space FSSTAT reports. */
+  readonly dir?: string;
+  /**
+   * Optional: the live path of an inode ("" for the root), or undefined when it does not exist.
+   * The store does not offer this yet; with it, a handle unknown to the view (first use after a
+   * restart) resolves in one lookup instead of a walk of the capsule's tree.
+   */
+  inodePath?(ref: string, ino: number): string | undefined;
+};

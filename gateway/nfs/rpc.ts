@@ -1,0 +1,486 @@
+/**
+ * ONC RPC version 2 (RFC 5531) over TCP: record marking, call/reply headers, AUTH_NONE and
+ * AUTH_SYS credentials, and dispatch of (program, version, procedure) to handlers that program
+ * modules register (NFSv3 and MOUNT today; NFSv4 registers program 100003 version 4 the same way).
+ *
+ * Robustness rules, because every byte here comes from the network:
+ *  - a call whose header or arguments do not decode is answered GARBAGE_ARGS;
+ *  - a record that is not even a call (too short, a REPLY, a fragment past the size limit) closes
+ *    the connection: the stream can no longer be trusted to be in sync;
+ *  - nothing thrown while parsing or handling escapes to the socket's event emitter, where it
+ *    would crash the process.
+ *
+ * Calls on one connection run concurrently and their replies go out as each finishes (clients
+ * match them by xid). Each reply is written as one corked burst, so replies never interleave.
+ */
+import net from 'node:net';
+import { silentLogger, type Logger } from '../../capsule/log.js';
+import { XdrError, XdrReader, XdrWriter } from './xdr.js';
+
+export const RPC_VERSION = 2;
+
+export const MsgType = { CALL: 0, REPLY: 1 } as const;
+export const ReplyStat = { MSG_ACCEPTED: 0, MSG_DENIED: 1 } as const;
+export const AcceptStat = {
+  SUCCESS: 0,
+  PROG_UNAVAIL: 1,
+  PROG_MISMATCH: 2,
+  PROC_UNAVAIL: 3,
+  GARBAGE_ARGS: 4,
+  SYSTEM_ERR: 5,
+} as const;
+export const RejectStat = { RPC_MISMATCH: 0, AUTH_ERROR: 1 } as const;
+export const AuthStat = {
+  AUTH_OK: 0,
+  AUTH_BADCRED: 1,
+  AUTH_REJECTEDCRED: 2,
+  AUTH_BADVERF: 3,
+  AUTH_REJECTEDVERF: 4,
+  AUTH_TOOWEAK: 5,
+  AUTH_INVALIDRESP: 6,
+  AUTH_FAILED: 7,
+} as const;
+export const AuthFlavor = { AUTH_NONE: 0, AUTH_SYS: 1, AUTH_SHORT: 2, AUTH_DH: 3, RPCSEC_GSS: 6 } as const;
+
+/** opaque_auth bodies are at most 400 bytes (RFC 5531 section 8.2). */
+export const MAX_AUTH_BYTES = 400;
+const LAST_FRAGMENT = 0x80000000;
+
+export interface OpaqueAuth {
+  flavor: number;
+  body: Buffer;
+}
+
+/** authsys_parms (RFC 5531 appendix A). */
+export interface AuthSys {
+  stamp: number;
+  machineName: string;
+  uid: number;
+  gid: number;
+  gids: number[];
+}
+
+export interface RpcConnectionInfo {
+  /** Unique per server process, for state a later protocol keeps per connection. */
+  id: number;
+  remoteAddress: string;
+  remotePort: number;
+  localPort: number;
+}
+
+export interface RpcCall {
+  xid: number;
+  prog: number;
+  vers: number;
+  proc: number;
+  cred: OpaqueAuth;
+  verf: OpaqueAuth;
+  /** The parsed credential when the flavor is AUTH_SYS. */
+  authSys?: AuthSys;
+  /** The procedure's arguments, positioned after the call header. */
+  args: XdrReader;
+  conn: RpcConnectionInfo;
+}
+
+/**
+ * A procedure writes its results into `res` (the reply header is already there). Throwing an
+ * XdrError answers GARBAGE_ARGS, an RpcError its status, anything else SYSTEM_ERR.
+ */
+export type RpcProcedure = (call: RpcCall, res: XdrWriter) => void | Promise<void>;
+
+export interface RpcProgram {
+  prog: number;
+  vers: number;
+  /** For logs. */
+  name: string;
+  procedures: ReadonlyMap<number, RpcProcedure>;
+  /** Credential flavors this program accepts (default AUTH_NONE and AUTH_SYS). */
+  flavors?: readonly number[];
+}
+
+/** Thrown by a procedure to answer with an RPC-level status instead of results. */
+export class RpcError extends Error {
+  constructor(readonly acceptStat: number, message = `rpc accept_stat ${acceptStat}`) {
+    super(message);
+    this.name = 'RpcError';
+  }
+}
+
+/** Thrown by a procedure to deny the call for its credentials (MSG_DENIED / AUTH_ERROR). */
+export class RpcAuthError extends Error {
+  constructor(readonly authStat: number, message = `rpc auth_stat ${authStat}`) {
+    super(message);
+    this.name = 'RpcAuthError';
+  }
+}
+
+export function readOpaqueAuth(r: XdrReader): OpaqueAuth {
+  const flavor = r.enum();
+  const body = r.opaque(MAX_AUTH_BYTES);
+  return { flavor, body };
+}
+
+export function writeOpaqueAuth(w: XdrWriter, a: OpaqueAuth): void {
+  w.enum(a.flavor);
+  w.opaque(a.body, MAX_AUTH_BYTES);
+}
+
+export function decodeAuthSys(body: Buffer): AuthSys {
+  const r = new XdrReader(body);
+  const stamp = r.uint32();
+  const machineName = r.string(255);
+  const uid = r.uint32();
+  const gid = r.uint32();
+  const gids = r.array((x) => x.uint32(), 16);
+  return { stamp, machineName, uid, gid, gids };
+}
+
+export function encodeAuthSys(a: AuthSys): Buffer {
+  const w = new XdrWriter(64);
+  w.uint32(a.stamp).string(a.machineName, 255).uint32(a.uid).uint32(a.gid).array(a.gids, (x, g) => x.uint32(g), 16);
+  return w.toBuffer();
+}
+
+export interface RpcServerOptions {
+  logger?: Logger;
+  /** Largest record accepted; a client announcing a bigger one is disconnected. */
+  maxRecordSize?: number;
+  /** Calls of one connection in progress at once before reading from it pauses. */
+  maxInFlight?: number;
+}
+
+export interface RpcStats {
+  connections: number;
+  calls: number;
+  garbage: number;
+  systemErrors: number;
+  protocolErrors: number;
+}
+
+/** Default record limit: a 1 MiB WRITE plus generous room for its headers. */
+export const DEFAULT_MAX_RECORD = (1 << 20) + (64 << 10);
+
+export class RpcServer {
+  readonly stats: RpcStats = { connections: 0, calls: 0, garbage: 0, systemErrors: 0, protocolErrors: 0 };
+  private readonly programs = new Map<number, Map<number, RpcProgram>>();
+  private readonly listeners = new Set<net.Server>();
+  private readonly conns = new Set<Connection>();
+  /** Calls still running: close() waits for them, so the store is not closed under them. */
+  readonly running = new Set<Promise<unknown>>();
+  private nextConnId = 1;
+  readonly log: Logger;
+  readonly maxRecordSize: number;
+  readonly maxInFlight: number;
+
+  constructor(opts: RpcServerOptions = {}) {
+    this.log = opts.logger ?? silentLogger;
+    this.maxRecordSize = opts.maxRecordSize ?? DEFAULT_MAX_RECORD;
+    this.maxInFlight = opts.maxInFlight ?? 128;
+  }
+
+  register(p: RpcProgram): void {
+    let byVers = this.programs.get(p.prog);
+    if (!byVers) this.programs.set(p.prog, (byVers = new Map()));
+    if (byVers.has(p.vers)) throw new Error(`RPC program ${p.prog} version ${p.vers} is already registered`);
+    byVers.set(p.vers, p);
+  }
+
+  unregister(prog: number, vers: number): void {
+    const byVers = this.programs.get(prog);
+    byVers?.delete(vers);
+    if (byVers && byVers.size === 0) this.programs.delete(prog);
+  }
+
+  /** Start accepting connections; resolves with the bound port. */
+  listen(port: number, host = '0.0.0.0'): Promise<net.Server> {
+    const srv = net.createServer({ noDelay: true }, (s) => this.accept(s));
+    this.listeners.add(srv);
+    return new Promise((resolve, reject) => {
+      srv.once('error', (e) => {
+        this.listeners.delete(srv);
+        reject(e);
+      });
+      srv.listen(port, host, () => {
+        srv.removeAllListeners('error');
+        srv.on('error', (e) => this.log.error('rpc.listener.error', { err: e }));
+        resolve(srv);
+      });
+    });
+  }
+
+  /** Serve one already connected socket (listen() calls this; tests may too). */
+  accept(socket: net.Socket): void {
+    const conn = new Connection(this, socket, this.nextConnId++);
+    this.conns.add(conn);
+    this.stats.connections++;
+    socket.once('close', () => this.conns.delete(conn));
+  }
+
+  /** Stop listening, drop every connection, and wait (up to `graceMs`) for running calls. */
+  async close(graceMs = 10_000): Promise<void> {
+    const closing = [...this.listeners].map((s) => new Promise<void>((r) => s.close(() => r())));
+    this.listeners.clear();
+    for (const c of this.conns) c.destroy();
+    this.conns.clear();
+    await Promise.all(closing);
+    if (this.running.size) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.running]),
+        new Promise<void>((r) => (timer = setTimeout(r, graceMs))),
+      ]);
+      clearTimeout(timer);
+    }
+  }
+
+  /** Version range registered for a program (for PROG_MISMATCH), or undefined. */
+  versions(prog: number): { low: number; high: number } | undefined {
+    const byVers = this.programs.get(prog);
+    if (!byVers || byVers.size === 0) return undefined;
+    const vs = [...byVers.keys()];
+    return { low: Math.min(...vs), high: Math.max(...vs) };
+  }
+
+  program(prog: number, vers: number): RpcProgram | undefined {
+    return this.programs.get(prog)?.get(vers);
+  }
+}
+
+/** Reply header through accept_stat SUCCESS, preceded by room for the record mark. */
+function acceptedHeader(xid: number, stat: number): XdrWriter {
+  const w = new XdrWriter(256);
+  w.uint32(0); // record mark, set in send()
+  w.uint32(xid).enum(MsgType.REPLY).enum(ReplyStat.MSG_ACCEPTED);
+  w.enum(AuthFlavor.AUTH_NONE).uint32(0); // verifier: AUTH_NONE, empty
+  w.enum(stat);
+  return w;
+}
+
+function deniedHeader(xid: number, stat: number): XdrWriter {
+  const w = new XdrWriter(64);
+  w.uint32(0);
+  w.uint32(xid).enum(MsgType.REPLY).enum(ReplyStat.MSG_DENIED).enum(stat);
+  return w;
+}
+
+class Connection {
+  private readonly info: RpcConnectionInfo;
+  private readonly log: Logger;
+  /** Partial record-mark header. */
+  private readonly hdr = Buffer.alloc(4);
+  private hdrFill = 0;
+  /** Bytes of the current fragment still to come; -1 while reading a header. */
+  private fragLeft = -1;
+  private fragLast = false;
+  private pieces: Buffer[] = [];
+  private recordSize = 0;
+  private inFlight = 0;
+  private writeBlocked = false;
+  private dead = false;
+
+  constructor(private readonly server: RpcServer, private readonly socket: net.Socket, id: number) {
+    this.info = { id, remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0, localPort: socket.localPort ?? 0 };
+    this.log = server.log.child({ conn: id, peer: `${this.info.remoteAddress}:${this.info.remotePort}` });
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 60_000);
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        this.onData(chunk);
+      } catch (e) {
+        this.log.error('rpc.conn.failed', { err: e });
+        this.destroy();
+      }
+    });
+    socket.on('drain', () => {
+      this.writeBlocked = false;
+      this.flowControl();
+    });
+    socket.on('error', (e) => this.log.debug('rpc.conn.error', { err: e }));
+    socket.on('close', () => {
+      this.dead = true;
+      this.pieces = [];
+    });
+  }
+
+  destroy(): void {
+    this.dead = true;
+    this.pieces = [];
+    this.socket.destroy();
+  }
+
+  /** Stop reading while too many calls run or the peer does not read its replies. */
+  private flowControl(): void {
+    if (this.dead) return;
+    const stop = this.writeBlocked || this.inFlight >= this.server.maxInFlight;
+    if (stop && !this.socket.isPaused()) this.socket.pause();
+    else if (!stop && this.socket.isPaused()) this.socket.resume();
+  }
+
+  private protocolError(event: string, fields: Record<string, unknown>): void {
+    this.server.stats.protocolErrors++;
+    this.log.warn(event, fields);
+    this.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    let off = 0;
+    while (off < chunk.length && !this.dead) {
+      if (this.fragLeft < 0) {
+        const n = Math.min(4 - this.hdrFill, chunk.length - off);
+        chunk.copy(this.hdr, this.hdrFill, off, off + n);
+        this.hdrFill += n;
+        off += n;
+        if (this.hdrFill < 4) return;
+        this.hdrFill = 0;
+        const h = this.hdr.readUInt32BE(0);
+        const len = h & 0x7fffffff;
+        this.fragLast = (h & LAST_FRAGMENT) !== 0;
+        // Checked on the header, before any of the data is buffered.
+        if (this.recordSize + len > this.server.maxRecordSize) {
+          this.protocolError('rpc.record.too_large', { bytes: this.recordSize + len, max: this.server.maxRecordSize });
+          return;
+        }
+        this.fragLeft = len;
+        if (len === 0) this.fragmentDone();
+        continue;
+      }
+      const take = Math.min(this.fragLeft, chunk.length - off);
+      // A view, not a copy: a record wholly inside one chunk is handed on as is.
+      this.pieces.push(chunk.subarray(off, off + take));
+      this.fragLeft -= take;
+      this.recordSize += take;
+      off += take;
+      if (this.fragLeft === 0) this.fragmentDone();
+    }
+  }
+
+  private fragmentDone(): void {
+    this.fragLeft = -1;
+    if (!this.fragLast) return;
+    const record = this.pieces.length === 1 ? this.pieces[0]! : Buffer.concat(this.pieces, this.recordSize);
+    this.pieces = [];
+    this.recordSize = 0;
+    this.dispatch(record);
+  }
+
+  private dispatch(record: Buffer): void {
+    const server = this.server;
+    if (record.length < 8) {
+      this.protocolError('rpc.record.short', { bytes: record.length });
+      return;
+    }
+    const r = new XdrReader(record);
+    const xid = r.uint32();
+    const mtype = r.uint32();
+    if (mtype !== MsgType.CALL) {
+      this.protocolError('rpc.record.not_a_call', { xid, mtype });
+      return;
+    }
+    server.stats.calls++;
+    let call: RpcCall;
+    try {
+      const rpcvers = r.uint32();
+      if (rpcvers !== RPC_VERSION) {
+        this.send(deniedHeader(xid, RejectStat.RPC_MISMATCH).uint32(RPC_VERSION).uint32(RPC_VERSION));
+        return;
+      }
+      const prog = r.uint32();
+      const vers = r.uint32();
+      const proc = r.uint32();
+      const cred = readOpaqueAuth(r);
+      const verf = readOpaqueAuth(r);
+      call = { xid, prog, vers, proc, cred, verf, args: r, conn: this.info };
+    } catch (e) {
+      if (!(e instanceof XdrError)) throw e;
+      this.garbage(xid, e);
+      return;
+    }
+    const program = server.program(call.prog, call.vers);
+    if (!program) {
+      const range = server.versions(call.prog);
+      if (!range) this.send(acceptedHeader(xid, AcceptStat.PROG_UNAVAIL));
+      else this.send(acceptedHeader(xid, AcceptStat.PROG_MISMATCH).uint32(range.low).uint32(range.high));
+      return;
+    }
+    const flavors = program.flavors ?? [AuthFlavor.AUTH_NONE, AuthFlavor.AUTH_SYS];
+    if (!flavors.includes(call.cred.flavor)) {
+      this.send(deniedHeader(xid, RejectStat.AUTH_ERROR).enum(AuthStat.AUTH_TOOWEAK));
+      return;
+    }
+    if (call.cred.flavor === AuthFlavor.AUTH_SYS) {
+      try {
+        call.authSys = decodeAuthSys(call.cred.body);
+      } catch {
+        this.send(deniedHeader(xid, RejectStat.AUTH_ERROR).enum(AuthStat.AUTH_BADCRED));
+        return;
+      }
+    }
+    const handler = program.procedures.get(call.proc);
+    if (!handler) {
+      this.send(acceptedHeader(xid, AcceptStat.PROC_UNAVAIL));
+      return;
+    }
+    const res = acceptedHeader(xid, AcceptStat.SUCCESS);
+    let pending: void | Promise<void>;
+    try {
+      pending = handler(call, res);
+    } catch (e) {
+      this.failed(call, program, e);
+      return;
+    }
+    if (!pending || typeof (pending as Promise<void>).then !== 'function') {
+      this.send(res);
+      return;
+    }
+    this.inFlight++;
+    this.flowControl();
+    const done = (pending as Promise<void>).then(
+      () => this.send(res),
+      (e: unknown) => this.failed(call, program, e),
+    ).finally(() => {
+      this.inFlight--;
+      server.running.delete(done);
+      this.flowControl();
+    }).catch((e: unknown) => this.log.error('rpc.reply.failed', { err: e }));
+    server.running.add(done);
+  }
+
+  private garbage(xid: number, e: unknown): void {
+    this.server.stats.garbage++;
+    this.log.debug('rpc.call.garbage', { xid, err: e });
+    this.send(acceptedHeader(xid, AcceptStat.GARBAGE_ARGS));
+  }
+
+  private failed(call: RpcCall, program: RpcProgram, e: unknown): void {
+    if (e instanceof XdrError) return this.garbage(call.xid, e);
+    if (e instanceof RpcAuthError) return this.send(deniedHeader(call.xid, RejectStat.AUTH_ERROR).enum(e.authStat));
+    if (e instanceof RpcError) {
+      if (e.acceptStat === AcceptStat.GARBAGE_ARGS) return this.garbage(call.xid, e);
+      return this.send(acceptedHeader(call.xid, e.acceptStat));
+    }
+    this.server.stats.systemErrors++;
+    this.log.error('rpc.call.failed', { program: program.name, vers: call.vers, proc: call.proc, xid: call.xid, err: e });
+    this.send(acceptedHeader(call.xid, AcceptStat.SYSTEM_ERR));
+  }
+
+  /** Write one reply record: the mark goes into the first piece, all pieces in one corked burst. */
+  private send(w: XdrWriter): void {
+    if (this.dead || this.socket.destroyed) return;
+    const parts = w.finish();
+    let total = 0;
+    for (const p of parts) total += p.length;
+    parts[0]!.writeUInt32BE((LAST_FRAGMENT | (total - 4)) >>> 0, 0);
+    let ok = true;
+    if (parts.length === 1) {
+      ok = this.socket.write(parts[0]!);
+    } else {
+      this.socket.cork();
+      for (const p of parts) ok = this.socket.write(p) && ok;
+      this.socket.uncork();
+    }
+    if (!ok && !this.writeBlocked) {
+      this.writeBlocked = true;
+      this.flowControl();
+    }
+  }
+}
