@@ -53,6 +53,8 @@ export interface ExportInfo {
   /** The address and port the listener is bound to (may be a wildcard such as 0.0.0.0). */
   address: string;
   port: number;
+  /** nfs: the MOUNT protocol's port (MOUNT is also answered on `port`). */
+  mountPort?: number;
   allowed: string[];
   file?: string;
   since: string;

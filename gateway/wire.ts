@@ -171,15 +171,15 @@ export const mountFromWire = (w: WMountInfo): MountInfo => ({
 });
 
 export interface WExportRequest { protocol: string; ref: string; read_only: boolean; name?: string; listen?: string; allowed: string[]; block_size?: number; file?: string }
-export interface WExportInfo { protocol: string; name: string; capsule_id: string; read_only: boolean; address: string; port: number; allowed: string[]; file?: string; since: string }
+export interface WExportInfo { protocol: string; name: string; capsule_id: string; read_only: boolean; address: string; port: number; mount_port?: number; allowed: string[]; file?: string; since: string }
 
 export const exportSpecToWire = (s: ExportSpec): WExportRequest => ({
   protocol: s.protocol, ref: s.ref, read_only: s.readOnly, name: s.name, listen: s.listen, allowed: s.allowed ?? [], block_size: s.blockSize, file: s.file,
 });
 export const exportToWire = (e: ExportInfo): WExportInfo => ({
-  protocol: e.protocol, name: e.name, capsule_id: e.capsuleId, read_only: e.readOnly, address: e.address, port: e.port, allowed: e.allowed, file: e.file, since: e.since,
+  protocol: e.protocol, name: e.name, capsule_id: e.capsuleId, read_only: e.readOnly, address: e.address, port: e.port, mount_port: e.mountPort, allowed: e.allowed, file: e.file, since: e.since,
 });
 export const exportFromWire = (w: WExportInfo): ExportInfo => ({
   protocol: w.protocol as ExportInfo['protocol'], name: w.name, capsuleId: w.capsule_id, readOnly: w.read_only, address: w.address, port: w.port,
-  allowed: w.allowed ?? [], ...(w.file ? { file: w.file } : {}), since: w.since,
+  allowed: w.allowed ?? [], ...(w.file ? { file: w.file } : {}), ...(w.mount_port ? { mountPort: w.mount_port } : {}), since: w.since,
 });

@@ -53,7 +53,7 @@ describe('spacectl standalone mode (apply starts the server; real processes, rea
     assert.match(r.stderr, /skipping .*policy\.yaml: not a Kubernetes manifest/);
     assert.match(r.stderr, /started the standalone server \(pid \d+/);
     assert.match(r.stdout, /capsuleview\.space\.io\/scratch-nvme ready/);
-    assert.match(r.stderr, /hello-nfs not served: this gateway does not serve nfs/);
+    assert.match(r.stdout, /capsuleview\.space\.io\/hello-nfs ready/);
     const cat = await sh('cat', [path.join(mnt, 'content')]);
     assert.equal(cat.code, 0, `cat: ${cat.stderr}; mounts: ${fs.readFileSync('/proc/mounts', 'utf8').split('\n').filter((l) => l.includes('fuse.space')).join('; ')}`);
     assert.equal(cat.stdout, 'Hello from Space: one capsule, many views.\n');

@@ -15,6 +15,8 @@ import { GatewayClient } from '../gateway/client.js';
 import { startGateway, type Gateway } from '../gateway/server.js';
 import { GatewayExports } from '../gateway/exports.js';
 import { NvmeExports } from '../gateway/nvme/exports.js';
+import { NfsExports } from '../gateway/nfs/gateway-exports.js';
+import { sh } from './helpers/cli.js';
 import { connectController, readSqe, check } from '../bench/nvme/initiator.js';
 import { StaticGateways } from '../operator/gateways.js';
 import { createOperator, type Operator } from '../operator/operator.js';
@@ -85,8 +87,8 @@ describe('operator (standalone: embedded API, real gateway)', function () {
     dir = tmpDir('space-operator-');
     store = Store.open(path.join(dir, 'data'), { logger: silentLogger });
     const views = new LocalViewManager(store, silentLogger);
-    // NVMe/TCP on an ephemeral port; no NFS server: nfs views must say so.
-    const exports = new GatewayExports([new NvmeExports(store, silentLogger, '127.0.0.1:0')]);
+    // NVMe/TCP and NFS on ephemeral ports.
+    const exports = new GatewayExports([new NvmeExports(store, silentLogger, '127.0.0.1:0'), new NfsExports(store, silentLogger, '127.0.0.1:0')]);
     gw = await startGateway({ dataDir: path.join(dir, 'data'), store, views, exports, listen: '127.0.0.1:0', httpListen: '127.0.0.1:0', logger: createLogger({ component: 'gw', level: 'error', write: () => {} }) });
     client = new GatewayClient(`127.0.0.1:${gw.grpcPort}`);
     objects = openObjectStore(path.join(dir, 'standalone'));
@@ -139,15 +141,17 @@ describe('operator (standalone: embedded API, real gateway)', function () {
     assert.ok(Number(status(vol).storedSize) < 1024 * 1024, 'an empty volume stores (almost) nothing');
   });
 
-  it('serves views: fuse mounted and readable, csi published, nvme exported, nfs says plainly it is not served', async function () {
+  it('serves views: fuse mounted and readable, csi published, nvme and nfs exported', async function () {
     const csi = await eventually('csi view Ready', ready(() => getView('hello-csi')));
     assert.match(String((status(csi).endpoint as { url: string }).url), /^csi:\/\/csi\.space\.io\//);
-    const nfs = await eventually('hello-nfs condition', async () => {
-      const o = await getView('hello-nfs');
-      return cond(o, 'Ready')?.reason === 'ProtocolUnavailable' ? o : undefined;
-    });
-    assert.equal(status(nfs).phase, 'Pending');
-    assert.match(String(cond(nfs, 'Ready')?.message), /no network exports|does not serve nfs/);
+    // The NFS view is a live read-only export: a real NFS client (libnfs) reads the file.
+    const nfs = await eventually('hello-nfs Ready', ready(() => getView('hello-nfs')));
+    const nep = status(nfs).endpoint as { address: string; port: number; exportPath: string; url: string };
+    assert.equal(nep.exportPath, '/default/hello-nfs');
+    assert.equal(nep.url, `nfs://${nep.address}:${nep.port}/default/hello-nfs`);
+    const cat = await sh('nfs-cat', [`nfs://${nep.address}${nep.exportPath}/content?version=3&nfsport=${nep.port}&mountport=${nep.port}`]);
+    assert.equal(cat.code, 0, cat.stderr); // libnfs-utils comes with hack/install-deps.sh
+    assert.equal(cat.stdout, 'Hello from Space: one capsule, many views.\n');
     // The NVMe/TCP view is a live namespace of the scratch volume: a host connects to the endpoint.
     const nvme = await eventually('scratch-nvme Ready', ready(() => getView('scratch-nvme')));
     const ep = status(nvme).endpoint as { address: string; port: number; nqn: string; url: string };
@@ -279,7 +283,7 @@ describe('operator (standalone: embedded API, real gateway)', function () {
     assert.match(text, /space_capsules\{phase="Ready"\} [1-9]/);
     assert.match(text, /space_capsule_views\{protocol="csi",ready="true"\} [1-9]/);
     assert.match(text, /space_capsule_views\{protocol="nvme",ready="true"\} 1/);
-    assert.match(text, /space_capsule_views\{protocol="nfs",ready="false"\} 1/);
+    assert.match(text, /space_capsule_views\{protocol="nfs",ready="true"\} 1/);
     assert.equal((await fetch(`${base}/healthz`)).status, 200);
     assert.equal((await fetch(`${base}/readyz`)).status, 200);
   });

@@ -18,6 +18,7 @@ import { LocalViewManager } from '../../gateway/fuse/views.js';
 import type { ExportInfo, ExportSpec, MountInfo, MountSpec, ViewManager } from '../../gateway/views-api.js';
 import { GatewayExports } from '../../gateway/exports.js';
 import { DEFAULT_NVME_LISTEN, NvmeExports } from '../../gateway/nvme/exports.js';
+import { DEFAULT_NFS_LISTEN, NfsExports } from '../../gateway/nfs/gateway-exports.js';
 import { joinHostPort } from '../../gateway/address.js';
 import type { Command } from '../command.js';
 import { out } from '../command.js';
@@ -171,34 +172,48 @@ function untilSignal(): Promise<void> {
 }
 
 function describeExport(e: ExportInfo): void {
-  // stdout: the NQN alone (scripts read it); stderr: how to use it.
+  // stdout: the NQN or export path alone (scripts read it); stderr: how to use it.
   out(e.name);
   const host = e.address === '0.0.0.0' || e.address === '::' ? '<this host>' : e.address;
+  const what = `capsule ${e.capsuleId}${e.protocol === 'nvme' ? ` (${e.file ?? 'content'})` : ''}`;
+  const how = e.protocol === 'nvme'
+    ? `  connect: nvme connect -t tcp -a ${host} -s ${e.port} -n ${e.name}\n`
+    : `  mount:   mount -t nfs -o vers=4.2,port=${e.port} ${host}:${e.name} /mnt\n` +
+      `           mount -t nfs -o vers=3,proto=tcp,nolock,port=${e.port},mountport=${e.mountPort ?? e.port},mountproto=tcp ${host}:${e.name} /mnt\n`;
   process.stderr.write(
-    `serving capsule ${e.capsuleId} (${e.file ?? 'content'}) over NVMe/TCP on ${joinHostPort(e.address, e.port)}, ${e.readOnly ? 'read-only' : 'read-write'}\n` +
-    `  connect: nvme connect -t tcp -a ${host} -s ${e.port} -n ${e.name}\n` +
+    `serving ${what} over ${e.protocol === 'nvme' ? 'NVMe/TCP' : 'NFS'} on ${joinHostPort(e.address, e.port)}, ${e.readOnly ? 'read-only' : 'read-write'}\n` +
+    how +
     `  stop with Ctrl-C\n`,
   );
 }
 
 /**
- * spacectl project nvme: serve a capsule file as an NVMe/TCP namespace, in the foreground until a
- * signal. When a gateway already owns the data dir, it serves the subsystem for as long as this
- * command runs; otherwise this process opens the store and serves it (and the data dir's socket,
- * so other spacectl commands keep working meanwhile).
+ * spacectl project nvme|nfs: serve a capsule as an NVMe/TCP namespace or an NFS export, in the
+ * foreground until a signal. When a gateway already owns the data dir, it serves the export for
+ * as long as this command runs; otherwise this process opens the store and serves it (and the
+ * data dir's socket, so other spacectl commands keep working meanwhile).
  */
-async function nvme(f: Flags): Promise<void> {
+async function serveExport(protocol: 'nvme' | 'nfs', f: Flags): Promise<void> {
   const ref = f.ref()!;
+  const allowed = f.str(protocol === 'nvme' ? 'allow-host' : 'allow-client');
   const spec: ExportSpec = {
-    protocol: 'nvme',
+    protocol,
     ref,
     readOnly: f.bool('read-only'),
-    listen: f.str('listen') ?? DEFAULT_NVME_LISTEN,
-    ...(f.str('nqn') ? { name: f.str('nqn') } : {}),
-    ...(f.str('file') ? { file: f.str('file') } : {}),
-    ...(f.int('block-size') !== undefined ? { blockSize: f.int('block-size') } : {}),
-    allowed: f.str('allow-host') ? f.str('allow-host')!.split(',').map((x) => x.trim()).filter(Boolean) : [],
+    listen: f.str('listen') ?? (protocol === 'nvme' ? DEFAULT_NVME_LISTEN : DEFAULT_NFS_LISTEN),
+    allowed: allowed ? allowed.split(',').map((x) => x.trim()).filter(Boolean) : [],
   };
+  if (protocol === 'nvme') {
+    const nqn = f.str('nqn');
+    const file = f.str('file');
+    const blockSize = f.int('block-size');
+    if (nqn) spec.name = nqn;
+    if (file) spec.file = file;
+    if (blockSize !== undefined) spec.blockSize = blockSize;
+  } else {
+    const exportPath = f.str('export-path');
+    if (exportPath) spec.name = exportPath;
+  }
   const dataDir = dataDirOf(f);
   const client = ownerClient(f, dataDir);
   f.rejectUnknown();
@@ -207,15 +222,16 @@ async function nvme(f: Flags): Promise<void> {
       const e = await client.export(spec);
       describeExport(e);
       await untilSignal();
-      await client.unexport('nvme', e.name);
+      await client.unexport(protocol, e.name);
     } finally {
       client.close();
     }
     return;
   }
-  const logger = createLogger({ component: 'nvme' });
+  const logger = createLogger({ component: protocol });
   const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }) });
-  const exports = new GatewayExports([new NvmeExports(store, logger, spec.listen)]);
+  const backend = protocol === 'nvme' ? new NvmeExports(store, logger, spec.listen) : new NfsExports(store, logger, spec.listen);
+  const exports = new GatewayExports([backend]);
   const gw = await startGateway({ dataDir, store, exports, listen: '', httpListen: '', logger });
   try {
     describeExport(await exports.export(spec));
@@ -224,24 +240,25 @@ async function nvme(f: Flags): Promise<void> {
     throw e;
   }
   await untilSignal();
-  await gw.close(); // withdraws the subsystem, flushes what hosts wrote, closes the store
+  await gw.close(); // withdraws the export, flushes what clients wrote, closes the store
 }
 
 export const project: Command = {
   name: 'project',
-  summary: 'project a capsule as a view: mount (FUSE) / umount, nvme (NVMe/TCP namespace)',
+  summary: 'project a capsule as a view: mount (FUSE) / umount, nvme (NVMe/TCP namespace), nfs (NFS export)',
   usage: [
     'spacectl project mount --id ID --target DIR [--rw] [--foreground]',
     '       spacectl project umount --target DIR',
     `       spacectl project nvme --id ID [--listen ${DEFAULT_NVME_LISTEN}] [--read-only] [--nqn NQN] [--file content] [--block-size 512|4096] [--allow-host NQN,...]`,
-    '       spacectl project --view mount|nvme ...   (the same commands)',
+    `       spacectl project nfs --id ID [--listen ${DEFAULT_NFS_LISTEN}] [--read-only] [--export-path /P] [--allow-client CIDR,...]`,
+    '       spacectl project --view mount|nvme|nfs ...   (the same commands)',
   ].join('\n'),
   booleans: ['rw', 'foreground', 'exit-when-idle', 'read-only'],
   async run(f) {
     const sub = f.str('view') ?? f.positionals.shift();
     if (sub === 'mount' || sub === 'fuse') return mount(f);
     if (sub === 'umount' || sub === 'unmount') return umount(f);
-    if (sub === 'nvme') return nvme(f);
-    throw invalid(`project needs a view: mount, umount or nvme (got ${sub ?? 'nothing'})`);
+    if (sub === 'nvme' || sub === 'nfs') return serveExport(sub, f);
+    throw invalid(`project needs a view: mount, umount, nvme or nfs (got ${sub ?? 'nothing'})`);
   },
 };

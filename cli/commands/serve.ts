@@ -8,6 +8,7 @@ import { createLogger } from '../../capsule/log.js';
 import { LocalViewManager } from '../../gateway/fuse/views.js';
 import { GatewayExports } from '../../gateway/exports.js';
 import { DEFAULT_NVME_LISTEN, NvmeExports } from '../../gateway/nvme/exports.js';
+import { DEFAULT_NFS_LISTEN, NfsExports } from '../../gateway/nfs/gateway-exports.js';
 import { parseHostPort } from '../../gateway/address.js';
 import type { Command } from '../command.js';
 import { dataDirOf } from '../target.js';
@@ -19,8 +20,9 @@ export const serve: Command = {
   summary: 'run a gateway (gRPC Capsule API, FUSE views, /metrics /healthz /readyz) and, standalone, the operator',
   usage: [
     'spacectl serve [--data-dir D] [--listen 127.0.0.1:7420] [--http 127.0.0.1:7421] [--socket PATH] [--tls-cert F --tls-key F [--tls-ca F] [--tls-client-auth]]',
-    '               [--no-operator] [--operator-http 127.0.0.1:7422] [--view-root DIR] [--nvme-listen 127.0.0.1:4420]',
-    'NVMe/TCP views are served on --nvme-listen (bound when the first one is exported; \'\' disables them).',
+    '               [--no-operator] [--operator-http 127.0.0.1:7422] [--view-root DIR] [--nvme-listen 127.0.0.1:4420] [--nfs-listen 127.0.0.1:2049]',
+    'NVMe/TCP and NFS views are served on --nvme-listen and --nfs-listen (bound when the first one is',
+    'exported; \'\' disables the protocol). NFS also answers MOUNT on port 20048 of the default listener.',
     'Standalone, serve also runs the operator on the data dir\'s object store (what `spacectl apply` writes);',
     '--no-operator runs the gateway alone (in a cluster, `spacectl operator` does that job).',
   ].join('\n'),
@@ -39,6 +41,8 @@ export const serve: Command = {
     const viewRoot = f.str('view-root');
     const nvmeListen = f.str('nvme-listen') ?? DEFAULT_NVME_LISTEN;
     if (nvmeListen) parseHostPort(nvmeListen, '--nvme-listen');
+    const nfsListen = f.str('nfs-listen') ?? DEFAULT_NFS_LISTEN;
+    if (nfsListen) parseHostPort(nfsListen, '--nfs-listen');
     if (!!cert !== !!key) throw invalid('--tls-cert and --tls-key go together');
     if (requireClientCert && !ca) throw invalid('--tls-client-auth needs --tls-ca to verify client certificates');
     for (const file of [cert, key, ca]) if (file && !fs.existsSync(file)) throw invalid(`TLS file ${file} does not exist`);
@@ -46,7 +50,10 @@ export const serve: Command = {
     const logger = createLogger({ component: 'gateway' });
     const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }) });
     const views = new LocalViewManager(store, logger.child({ component: 'fuse' }));
-    const exports = new GatewayExports(nvmeListen ? [new NvmeExports(store, logger.child({ component: 'nvme' }), nvmeListen)] : []);
+    const exports = new GatewayExports([
+      ...(nvmeListen ? [new NvmeExports(store, logger.child({ component: 'nvme' }), nvmeListen)] : []),
+      ...(nfsListen ? [new NfsExports(store, logger.child({ component: 'nfs' }), nfsListen)] : []),
+    ]);
     await runGateway(
       { dataDir, store, views, exports, listen, httpListen, socket, logger, tls: cert && key ? { cert, key, ca, requireClientCert } : undefined },
       async (gw) => {
