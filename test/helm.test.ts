@@ -258,7 +258,7 @@ describe('helm chart charts/space', function () {
     assert.equal(claim!.spec.resources.requests.storage, '10Gi');
     const pod = podSpec(sts);
     const c = container(pod, 'gateway');
-    assert.deepEqual(c.args, ['serve', '--data-dir=/var/lib/space', '--listen=0.0.0.0:7070', '--http=0.0.0.0:9090', '--nvme-listen=0.0.0.0:4420', '--no-operator']);
+    assert.deepEqual(c.args, ['serve', '--data-dir=/var/lib/space', '--listen=0.0.0.0:7070', '--http=0.0.0.0:9090', '--nvme-listen=0.0.0.0:4420', '--nfs-listen=0.0.0.0:2049', '--no-operator']);
     assert.ok((c.volumeMounts as Obj[]).some((m) => m.name === 'data' && m.mountPath === '/var/lib/space'));
     assert.equal(c.livenessProbe.httpGet.path, '/healthz');
     assert.equal(c.readinessProbe.httpGet.path, '/readyz');
