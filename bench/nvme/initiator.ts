@@ -37,6 +37,8 @@ export interface QueueOptions {
   dataDigest?: boolean;
   /** Send writes up to this size in the command capsule (0 = always R2T). */
   inCapsuleMax?: number;
+  /** Host PDU data alignment asked for in ICReq (C2HData PDO multiple of (hpda + 1) * 4). */
+  hpda?: number;
 }
 
 /** One queue = one TCP connection. */
@@ -50,8 +52,11 @@ export class HostQueue {
   private icDone?: (e?: Error) => void;
   /** A C2HTermReq from the target (tests look at it). */
   termination?: { fes: number; fei: number };
+  /** Settles when the TCP connection is closed (by either side). */
+  readonly whenClosed: Promise<void>;
 
   private constructor(readonly socket: net.Socket, private readonly opts: QueueOptions) {
+    this.whenClosed = new Promise((resolve) => socket.once('close', () => resolve()));
     socket.setNoDelay(true);
     socket.on('data', (c: Buffer) => this.onData(c));
     socket.on('close', () => this.failAll(new Error('connection closed')));
@@ -67,7 +72,7 @@ export class HostQueue {
     const q = new HostQueue(socket, opts);
     await new Promise<void>((resolve, reject) => {
       q.icDone = (e) => (e ? reject(e) : resolve());
-      socket.write(encodeICReq({ headerDigest: !!opts.headerDigest, dataDigest: !!opts.dataDigest }));
+      socket.write(encodeICReq({ headerDigest: !!opts.headerDigest, dataDigest: !!opts.dataDigest, hpda: opts.hpda }));
     });
     return q;
   }
@@ -236,9 +241,18 @@ export interface ControllerSession {
  * Connect like the Linux host does: admin queue, enable, identify, number of queues, I/O queues.
  * `ioQueues` connections for I/O; `hostnqn` identifies this host.
  */
-export async function connectController(opts: QueueOptions & { subnqn: string; hostnqn?: string; ioQueues?: number; queueSize?: number; katoMs?: number }): Promise<ControllerSession> {
+export async function connectController(opts: QueueOptions & {
+  subnqn: string;
+  hostnqn?: string;
+  hostId?: Buffer;
+  ioQueues?: number;
+  /** I/O queues asked for with Set Features (default ioQueues); more than ioQueues leaves qids free. */
+  grantQueues?: number;
+  queueSize?: number;
+  katoMs?: number;
+}): Promise<ControllerSession> {
   const hostnqn = opts.hostnqn ?? 'nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000001';
-  const hostId = Buffer.alloc(16, 7);
+  const hostId = opts.hostId ?? Buffer.alloc(16, 7);
   const admin = await HostQueue.open(opts);
   const opened: HostQueue[] = [admin];
   try {
@@ -252,7 +266,8 @@ export async function connectController(opts: QueueOptions & { subnqn: string; h
     const io: HostQueue[] = [];
     if (opts.subnqn !== DISCOVERY_NQN) {
       const want = opts.ioQueues ?? 1;
-      check(await admin.submit(buildSqe({ opcode: AdminOpcode.SetFeatures, cid: 0, cdw: { 10: 0x07, 11: ((want - 1) << 16) | (want - 1) } })), 'set number of queues');
+      const grant = Math.max(opts.grantQueues ?? want, 1);
+      check(await admin.submit(buildSqe({ opcode: AdminOpcode.SetFeatures, cid: 0, cdw: { 10: 0x07, 11: ((grant - 1) << 16) | (grant - 1) } })), 'set number of queues');
       const idns = check(await admin.submit(buildSqe({ opcode: AdminOpcode.Identify, cid: 0, nsid: 1, sglId: Sgl.Transport, sglLength: 4096, cdw: { 10: 0 } })), 'identify namespace');
       blocks = Number(idns.data!.readBigUInt64LE(0));
       blockSize = 1 << idns.data![130]!;

@@ -16,8 +16,12 @@ import {
   icReqFields, termReqFields, type Digests, type Pdu,
 } from './pdu.js';
 
-/** Largest data in one H2CData PDU we accept (announced in ICResp). */
-export const MAX_H2C_DATA = 256 * 1024;
+/**
+ * Largest data in one H2CData PDU we accept (announced in ICResp). An R2T asks for a whole write
+ * (up to MDTS), and Linux hosts before 5.17 answer each R2T with one H2CData PDU of R2TL bytes
+ * whatever MAXH2CDATA says, so R2TL must never exceed it: MAXH2CDATA is the largest transfer.
+ */
+export const MAX_H2C_DATA = MAX_TRANSFER;
 /** Admin queues carry up to 8 KiB in capsule (the Linux host's fixed admin capsule size). */
 const ADMIN_IN_CAPSULE = 8192;
 
@@ -261,7 +265,7 @@ export class Connection implements QueueLink {
   private fabrics(cmd: Command, data: Buffer | undefined): Result | undefined {
     const s = cmd.sqe;
     switch (cmd.fctype) {
-      case FabricsType.Connect: return this.connect(cmd, data!);
+      case FabricsType.Connect: return this.connect(cmd, data);
       case FabricsType.PropertyGet:
       case FabricsType.PropertySet: {
         const c = this.controller;
@@ -281,10 +285,11 @@ export class Connection implements QueueLink {
     }
   }
 
-  private connect(cmd: Command, data: Buffer): Result {
+  private connect(cmd: Command, data: Buffer | undefined): Result {
     if (this.controller) return fail(Sc.CommandSequenceError);
     const s = cmd.sqe;
-    if (data.length < 1024) return fail(Sc.SglLengthInvalid);
+    // A Connect without its 1024-byte data (e.g. a null SGL) is a length error, not a crash.
+    if (!data || data.length < 1024) return fail(Sc.SglLengthInvalid);
     const recfmt = s.readUInt16LE(40);
     if (recfmt !== 0) return fail(Sc.ConnectIncompatibleFormat);
     const cstr = (b: Buffer) => {

@@ -7,7 +7,7 @@ import type { Logger } from '../../capsule/log.js';
 import { AdminOpcode, Cns, Feature, LogPage, Property, Sc, type Status } from './constants.js';
 import type { Command } from './command.js';
 import {
-  AERL, MQES, activeNamespaceList, changedNamespaceLog, discoveryLog, errorLog, firmwareSlotLog,
+  AERL, MAX_TRANSFER, MQES, activeNamespaceList, changedNamespaceLog, discoveryLog, errorLog, firmwareSlotLog,
   identifyController, identifyNamespace, namespaceDescriptors, smartLog, type DiscoveryEntry,
 } from './identify.js';
 import type { BlockNamespace } from './namespace.js';
@@ -104,10 +104,11 @@ export class Controller {
     if (this.katoTimer) clearTimeout(this.katoTimer);
     this.katoTimer = undefined;
     if (this.kato <= 0) return;
+    // KATO is 32 bits of milliseconds; setTimeout takes at most 2^31 - 1 (24.8 days) and fires at once beyond.
     this.katoTimer = setTimeout(() => {
       this.log.warn('nvme.keepalive_expired', { cntlid: this.cntlid, subnqn: this.host.nqn, hostnqn: this.hostNqn, katoMs: this.kato });
       this.shutdown('keep-alive timeout expired');
-    }, this.kato + KATO_GRACE_MS);
+    }, Math.min(this.kato + KATO_GRACE_MS, 0x7fffffff));
     this.katoTimer.unref();
   }
 
@@ -217,9 +218,11 @@ export class Controller {
   private getLogPage(cmd: Command): Result {
     const lid = cmd.cdw(10) & 0xff;
     const rae = (cmd.cdw(10) >> 15) & 1;
-    const numd = (((cmd.cdw(11) & 0xffff) << 16) | (cmd.cdw(10) >>> 16)) + 1;
+    // NUMDU:NUMDL is 32 bits (unsigned: a shift would go negative); the buffer is host-sized, so
+    // it is bounded by the largest transfer (MDTS; discovery logs fit in it too).
+    const numd = (cmd.cdw(11) & 0xffff) * 0x10000 + (cmd.cdw(10) >>> 16) + 1;
     const offset = Number((BigInt(cmd.cdw(13)) << 32n) | BigInt(cmd.cdw(12)));
-    if (offset % 4 !== 0) return fail(Sc.InvalidField);
+    if (offset % 4 !== 0 || numd * 4 > MAX_TRANSFER) return fail(Sc.InvalidField);
     let page: Buffer;
     if (this.host.discovery) {
       if (lid !== LogPage.Discovery) return fail(Sc.InvalidLogPage);

@@ -137,7 +137,15 @@ export class PduReader {
   private peek(n: number): Buffer {
     const first = this.chunks[0]!;
     if (first.length >= n) return first.subarray(0, n);
-    return Buffer.concat(this.chunks, Math.max(n, 0)).subarray(0, n);
+    // Copy from the few leading chunks only: a peer trickling bytes leaves many tiny chunks, and
+    // concatenating all of them on every push would make framing quadratic.
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    for (const c of this.chunks) {
+      off += c.copy(out, off, 0, Math.min(c.length, n - off));
+      if (off === n) break;
+    }
+    return out;
   }
 
   private take(n: number): Buffer {
@@ -150,14 +158,17 @@ export class PduReader {
     } else {
       out = Buffer.allocUnsafe(n);
       let off = 0;
+      let used = 0;
       while (off < n) {
-        const c = this.chunks[0]!;
+        const c = this.chunks[used]!;
         const k = Math.min(c.length, n - off);
         c.copy(out, off, 0, k);
         off += k;
-        if (k === c.length) this.chunks.shift();
-        else this.chunks[0] = c.subarray(k);
+        if (k === c.length) used++;
+        else this.chunks[used] = c.subarray(k);
       }
+      // One splice per PDU: shifting chunk by chunk is quadratic when a peer trickles bytes.
+      this.chunks.splice(0, used);
     }
     this.buffered -= n;
     return out;
