@@ -14,6 +14,11 @@ export type NfsStore = Pick<
   flush(ref: string, path?: string): Promise<void>;
   /** Bytes already in memory, without a promise (undefined: use read()). */
   tryReadSync?(ref: string, path: string, offset: number, length: number): Buffer | undefined;
+  /**
+   * Deallocate a range (reads as zeros, size unchanged): NFSv4.2 DEALLOCATE. Optional: without
+   * it DEALLOCATE answers NOTSUPP.
+   */
+  punchHole?(ref: string, path: string, offset: number, length: number): Promise<void>;
   /** 'change' events (ChangeEvent): how the view learns of renames and deletes by other front ends. */
   readonly events?: EventEmitter;
   /** The data dir, whose free space FSSTAT reports. */

@@ -17,6 +17,7 @@ import { ExportTable, normalizeExportPath, type ExportSpec } from './exports.js'
 import { mount3Program, MountList } from './mount3.js';
 import { nfs3Program } from './nfs3.js';
 import { RpcServer } from './rpc.js';
+import { nfs4Program, type Nfs4Options } from './v4/program.js';
 import { notFound } from '../../capsule/errors.js';
 
 /** Compile-time check that the real store provides everything the view uses. */
@@ -33,6 +34,8 @@ export interface NfsServerOptions {
   logger?: Logger;
   /** Largest RPC record accepted (default: a 1 MiB WRITE plus headers). */
   maxRecordSize?: number;
+  /** NFSv4 tuning (lease time); v4 is served on the NFS port next to v3. */
+  nfs4?: Nfs4Options;
 }
 
 export interface ExportInfo {
@@ -65,6 +68,7 @@ export class NfsServer {
     this.rpc = new RpcServer({ logger: this.log, maxRecordSize: opts.maxRecordSize });
     this.rpc.register(nfs3Program(this.context));
     this.rpc.register(mount3Program(this.context, this.mounts));
+    this.rpc.register(nfs4Program(this.context, { maxRecordSize: opts.maxRecordSize, ...opts.nfs4 }));
     this.store.events?.on('change', this.onChange);
   }
 

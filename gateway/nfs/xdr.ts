@@ -298,6 +298,23 @@ export class XdrWriter {
     return this;
   }
 
+  /**
+   * Already-encoded XDR (a length that is a multiple of 4), appended by reference like
+   * `opaqueRef`: NFSv4 builds a COMPOUND reply apart from its header and keeps it for replays.
+   */
+  raw(data: Buffer): this {
+    if (data.length < 1024) {
+      this.room(data.length);
+      data.copy(this.buf, this.pos);
+      this.pos += data.length;
+      return this;
+    }
+    this.cut();
+    this.parts.push(data);
+    this.total += data.length;
+    return this;
+  }
+
   string(s: string, max = 0xffffffff): this {
     return this.opaque(Buffer.from(s, 'utf8'), max);
   }
