@@ -951,7 +951,9 @@ export class Store implements CapsuleApi {
     if (last - first > 1) return undefined; // large reads take the general path
     const streamKey = `${c.row.id}:${HEAD}:${n.ino}`;
     const lastEnd = this.readEnds.get(streamKey);
-    if (lastEnd === undefined || Math.abs(offset - lastEnd) > 2 * segSize) return undefined; // let read() detect and prefetch
+    // A sequential reader moves the read-ahead window along; a random reader is served from
+    // what is cached (block views read 4 KiB at random) without disturbing a stream's window.
+    const sequential = lastEnd !== undefined && Math.abs(offset - lastEnd) <= 2 * segSize;
     const pieces: { idx: number; src: Buffer; len: number }[] = [];
     for (let idx = first; idx <= last; idx++) {
       const buffered = d?.lookup(idx);
@@ -962,7 +964,8 @@ export class Store implements CapsuleApi {
       let e = memo.extents.get(idx);
       if (e === undefined) {
         e = this.extent(c, HEAD, n.ino, idx) ?? null;
-        if (memo.extents.size > 64) memo.extents.clear();
+        // Enough rows for a random reader over a few GiB of 1 MiB segments (a row is small).
+        if (memo.extents.size > 4096) memo.extents.clear();
         memo.extents.set(idx, e);
       }
       if (!e) {
@@ -973,8 +976,10 @@ export class Store implements CapsuleApi {
       if (!hit) return undefined;
       pieces.push({ idx, src: hit, len: e.len });
     }
-    this.readEnds.set(streamKey, end);
-    this.prefetch(c, p, n.ino, streamKey, last, d);
+    if (sequential) {
+      this.readEnds.set(streamKey, end);
+      this.prefetch(c, p, n.ino, streamKey, last, d);
+    }
     if (pieces.length === 1 && pieces[0]!.src !== ZERO_SEGMENT) {
       const pc = pieces[0]!;
       const from = offset - pc.idx * segSize;
