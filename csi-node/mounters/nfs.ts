@@ -1,9 +1,9 @@
 /**
  * NFS v4.2 staging through the kernel client (mount.nfs).
  *
- * VERIFIED ONLY AGAINST FIXTURES: the gateway's NFS server does not exist yet, so the command
- * lines are asserted with an injected runner and the mount detection runs on a recorded
- * /proc/self/mountinfo (this machine's, plus an nfs4 line) in test/fixtures/csi/.
+ * test/csi-nfs-kernel.test.ts runs this class for real: its mount command line executes in a
+ * QEMU guest's kernel NFS client against the gateway's NFS server, and mount detection reads the
+ * guest's /proc/self/mountinfo. test/csi-node.test.ts covers error paths with recorded output.
  */
 import { runChecked, type CommandRunner } from './exec.js';
 import { mountAtPath, nfsMountsOf, readMountInfo, type MountInfoEntry } from './mountinfo.js';
