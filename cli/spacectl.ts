@@ -11,8 +11,9 @@ import { serve } from './commands/serve.js';
 import { project } from './commands/project.js';
 import { operator } from './commands/operator.js';
 import { csi } from './commands/csi.js';
+import { csiMounter } from './commands/csi-mounter.js';
 
-const COMMANDS: Command[] = [put, get, cat, ls, stat, rm, snapshot, clone, fsck, gc, serve, project, apply, del, operator, csi];
+const COMMANDS: Command[] = [put, get, cat, ls, stat, rm, snapshot, clone, fsck, gc, serve, project, apply, del, operator, csi, csiMounter];
 const GLOBAL = '--data-dir D (or SPACE_HOME; default ~/.space) | --gateway HOST:PORT [--tls-ca F --tls-cert F --tls-key F]';
 
 function help(): string {

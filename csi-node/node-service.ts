@@ -19,7 +19,8 @@ import { NodeState, type Protocol, type VolumeRecord } from './node-state.js';
 import { execRunner, type CommandRunner } from './mounters/exec.js';
 import { bindMount, unmountPath } from './mounters/bind.js';
 import { mountAtPath, readMountInfo } from './mounters/mountinfo.js';
-import { deadMountReason, detachStale, fuseStageHealthy, startMountProcess, stopMountProcess } from './mounters/fuse.js';
+import { deadMountReason, detachStale, fuseStageHealthy } from './mounters/fuse.js';
+import { localLauncher, type FuseProcessLauncher } from './mounters/launcher.js';
 import { NvmeMounter, type NvmeMounterOptions } from './mounters/nvme.js';
 import { NfsMounter } from './mounters/nfs.js';
 
@@ -36,6 +37,11 @@ export interface NodeServiceOptions {
   /** Host tool runner (tests inject one to assert argv). */
   run?: CommandRunner;
   nvme?: Omit<NvmeMounterOptions, 'run'>;
+  /**
+   * Starts/stops the FUSE mount processes. Default: this process, as detached children. With a
+   * mounter sidecar (spacectl csi --mounter-socket): a MounterClient (csi-node/mounter-client.ts).
+   */
+  fuseLauncher?: FuseProcessLauncher;
 }
 
 export interface NodeService {
@@ -125,6 +131,8 @@ export function createNodeService(opts: NodeServiceOptions): NodeService {
   let client: GatewayClient | undefined;
   const gateway = () => (client ??= new GatewayClient(opts.gateway, { timeoutMs: 30_000 }));
   const logDir = path.join(opts.stateDir, 'logs');
+  const launcher = opts.fuseLauncher ?? localLauncher;
+  const fuseHealthy = (v: VolumeRecord) => fuseStageHealthy(v.mountProcess, v.stagingPath, (rec) => launcher.alive(rec, v.stagingPath));
 
   /** Keys (volume ids, paths) with an operation in flight: a second one is ABORTED, not queued. */
   const inflight = new Set<string>();
@@ -150,7 +158,7 @@ export function createNodeService(opts: NodeServiceOptions): NodeService {
   }
 
   async function stageFuse(v: VolumeRecord, vlog: Logger): Promise<void> {
-    v.mountProcess = await startMountProcess({
+    v.mountProcess = await launcher.start({
       volumeId: v.volumeId, capsuleId: v.capsuleId, stagingPath: v.stagingPath, gateway: opts.gateway, rw: !v.readonly,
       logFile: path.join(logDir, `${v.volumeId.replace(/[^A-Za-z0-9._-]/g, '_')}.log`),
     }, vlog);
@@ -182,7 +190,7 @@ export function createNodeService(opts: NodeServiceOptions): NodeService {
         if (old.accessType !== access.type || old.readonly !== access.readonlyMode || (access.type === 'mount' && protocol === 'nvme' && old.fsType !== access.fsType)) {
           throw alreadyExists(`volume ${volumeId} is staged at ${staging} with an incompatible capability`);
         }
-        if (old.protocol === 'fuse' && !(await fuseStageHealthy(old.mountProcess, staging)).ok) await repairOne(old);
+        if (old.protocol === 'fuse' && !(await fuseHealthy(old)).ok) await repairOne(old);
         vlog.info('node.stage.exists', { staging });
         return {};
       }
@@ -230,7 +238,7 @@ export function createNodeService(opts: NodeServiceOptions): NodeService {
       }
       const targets = Object.keys(v.publishes);
       if (targets.length) throw precondition(`volume ${volumeId} is still published at ${targets.join(', ')}`);
-      if (v.protocol === 'fuse') await stopMountProcess(v.mountProcess, staging, vlog);
+      if (v.protocol === 'fuse') await launcher.stop(v.mountProcess, staging, vlog);
       else if (v.protocol === 'nfs') await nfs.unmount(staging);
       else {
         if (v.accessType === 'mount') await unmountPath(run, staging);
@@ -340,7 +348,7 @@ export function createNodeService(opts: NodeServiceOptions): NodeService {
     }
     if (!mountAtPath(await readMountInfo(), volumePath)) return abnormal(`nothing is mounted at ${volumePath}`);
     if (v.protocol === 'fuse') {
-      const h = await fuseStageHealthy(v.mountProcess, v.stagingPath);
+      const h = await fuseHealthy(v);
       if (!h.ok) return abnormal(h.reason!);
     }
     // Probed in a child with a timeout first: statfs on a dead FUSE mount would fail with
@@ -385,12 +393,12 @@ export function createNodeService(opts: NodeServiceOptions): NodeService {
     const vlog = log.child({ volume: v.volumeId, capsule: v.capsuleId });
     const state = await statePromise;
     if (v.protocol === 'fuse') {
-      const h = await fuseStageHealthy(v.mountProcess, v.stagingPath);
+      const h = await fuseHealthy(v);
       if (!h.ok) {
         vlog.warn('node.repair.fuse', { staging: v.stagingPath, reason: h.reason, oldPid: v.mountProcess?.pid });
         // Binds of a dead FUSE mount keep pointing at the dead connection: drop them first.
         for (const t of Object.keys(v.publishes)) await unmountPath(run, t, { lazy: true });
-        await stopMountProcess(v.mountProcess, v.stagingPath, vlog); // a hung-but-alive process too
+        await launcher.stop(v.mountProcess, v.stagingPath, vlog); // a hung-but-alive process too
         await detachStale(v.stagingPath, vlog);
         await fsp.mkdir(v.stagingPath, { recursive: true });
         await stageFuse(v, vlog);

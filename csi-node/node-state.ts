@@ -113,7 +113,8 @@ export class NodeState {
   }
 }
 
-async function writeAtomic(file: string, text: string): Promise<void> {
+/** Also used by the mounter sidecar for its own state file (csi-node/mounter-service.ts). */
+export async function writeAtomic(file: string, text: string): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`;
   const fh = await fsp.open(tmp, 'w', 0o600);
   try {

@@ -316,7 +316,7 @@ describe('helm chart charts/space', function () {
     const ds = one(defaults, 'DaemonSet', 'space-csi-node');
     const node = podSpec(ds);
     const plugin = container(node, 'csi-plugin');
-    assert.deepEqual(plugin.args, ['csi', '--mode=node', '--endpoint=unix:///csi/csi.sock', '--node-id=$(NODE_NAME)', `--gateway=space-gateway.${NAMESPACE}.svc:7070`, '--state-dir=/csi/state']);
+    assert.deepEqual(plugin.args, ['csi', '--mode=node', '--endpoint=unix:///csi/csi.sock', '--node-id=$(NODE_NAME)', `--gateway=space-gateway.${NAMESPACE}.svc:7070`, '--state-dir=/csi/state', '--mounter-socket=/csi/mounter.sock']);
     assert.equal(plugin.securityContext.privileged, true);
     const volumes = new Map((node.volumes as Obj[]).map((v) => [v.name as string, v]));
     const mountOf = (hostPath: string) => (plugin.volumeMounts as Obj[]).find((m) => volumes.get(m.name)?.hostPath?.path === hostPath);
@@ -327,8 +327,25 @@ describe('helm chart charts/space', function () {
     assert.ok(registrar.args.includes('--kubelet-registration-path=/var/lib/kubelet/plugins/csi.space.io/csi.sock'), `registrar args: ${registrar.args}`);
     assert.ok((registrar.volumeMounts as Obj[]).some((m) => volumes.get(m.name)?.hostPath?.path === '/var/lib/kubelet/plugins_registry'));
     container(node, 'liveness-probe');
-    // Only the plugin container is privileged; the sidecars are not.
-    for (const c of node.containers as Obj[]) if (c.name !== 'csi-plugin') assert.notEqual(c.securityContext?.privileged, true, c.name);
+
+    // The mounter sidecar owns the FUSE mount processes, so a restart of the plugin container
+    // leaves them running: same image, privileged, /dev (for /dev/fuse), the kubelet dir with
+    // Bidirectional propagation, and the plugin's socket dir for mounter.sock.
+    const mounter = container(node, 'csi-mounter');
+    assert.deepEqual(mounter.args, ['csi-mounter', '--socket=/csi/mounter.sock', '--state-dir=/csi/mounter']);
+    assert.equal(mounter.image, plugin.image);
+    assert.equal(mounter.securityContext.privileged, true);
+    const mounterMountOf = (hostPath: string) => (mounter.volumeMounts as Obj[]).find((m) => volumes.get(m.name)?.hostPath?.path === hostPath);
+    assert.equal(mounterMountOf('/var/lib/kubelet')?.mountPropagation, 'Bidirectional');
+    assert.equal(mounterMountOf('/var/lib/kubelet')?.mountPath, '/var/lib/kubelet', 'staging paths must mean the same in both containers');
+    assert.ok(mounterMountOf('/dev'), 'the mounter needs /dev/fuse');
+    const socketDir = (c: Obj) => (c.volumeMounts as Obj[]).find((m) => m.mountPath === '/csi')?.name;
+    assert.equal(socketDir(mounter), 'plugin-dir');
+    assert.equal(socketDir(mounter), socketDir(plugin), 'plugin and mounter share the dir of mounter.sock');
+    assert.equal(mounter.livenessProbe, undefined, 'a liveness restart of the mounter would take every FUSE mount down');
+    assert.equal(mounter.resources?.limits?.memory, undefined, 'an OOM kill of the mounter would take every FUSE mount down');
+    // Only the plugin and the mounter are privileged; the sidecars are not.
+    for (const c of node.containers as Obj[]) if (c.name !== 'csi-plugin' && c.name !== 'csi-mounter') assert.notEqual(c.securityContext?.privileged, true, c.name);
   });
 
   it('renders one StorageClass per protocol with policy passthrough parameters', async () => {

@@ -15,6 +15,7 @@ import { GatewayVolumeBackend, KubeVolumeBackend, type VolumeBackend } from '../
 import type { Command } from '../command.js';
 import { clientTls } from '../target.js';
 import { createNodeService } from '../../csi-node/node-service.js';
+import { MounterClient } from '../../csi-node/mounter-client.js';
 
 export const csi: Command = {
   name: 'csi',
@@ -26,6 +27,8 @@ export const csi: Command = {
     '--gateway: volumes are capsules on that gateway. --kube-namespace: volumes are Capsule objects.',
     'Node mode: [--state-dir DIR] (staged/published volumes, default <data dir>/csi-node) [--max-volumes N];',
     'FUSE volumes are served by one mount process per volume, which outlives a restart of the plugin.',
+    '[--mounter-socket PATH]: the mount processes are started by `spacectl csi-mounter` on that socket',
+    '(a sidecar container), so they also outlive a restart of the plugin\'s container.',
   ].join('\n'),
   async run(f) {
     const mode = (f.str('mode') ?? 'all') as CsiMode;
@@ -38,11 +41,13 @@ export const csi: Command = {
     const kubeconfig = f.str('kubeconfig');
     const stateDirFlag = f.str('state-dir');
     const maxVolumes = f.int('max-volumes');
+    const mounterSocket = f.str('mounter-socket');
     const tls = clientTls(f);
     f.rejectUnknown();
     if (!CSI_MODES.includes(mode)) throw invalid(`--mode must be one of ${CSI_MODES.join(', ')}`);
     if (!endpoint) throw invalid('--endpoint unix:///path/csi.sock is required');
     if (!nodeId) throw invalid('--node-id is required');
+    if (mounterSocket && mode === 'controller') throw invalid('--mounter-socket is for node mode');
     if ([dataDirFlag, gateway, kubeNamespace].filter(Boolean).length > 1) throw invalid('choose one of --data-dir, --gateway, --kube-namespace');
 
     const logger = createLogger({ component: 'csi', base: { node: nodeId, mode } });
@@ -78,12 +83,33 @@ export const csi: Command = {
     }
 
     let node: ReturnType<typeof createNodeService> | undefined;
+    let mounterWatch: { close(): void } | undefined;
     if (mode !== 'controller') {
       if (!nodeGateway) throw invalid('node mode needs a gateway for its mounts: --gateway ADDR or --data-dir D');
       const stateDir = path.resolve(stateDirFlag ?? path.join(dataDirUsed ?? process.env.SPACE_HOME ?? '/var/lib/space', 'csi-node'));
-      node = createNodeService({ nodeId, zone, maxVolumes, stateDir, gateway: nodeGateway, logger: logger.child({ component: 'csi-node' }) });
+      const mounter = mounterSocket ? new MounterClient(path.resolve(mounterSocket.replace(/^unix:\/\//, ''))) : undefined;
+      // The sidecar may come up after us. Until it answers, repair could only fail (it cannot
+      // tell a live mount from a dead one), so wait a while; if it stays away, serve anyway
+      // (FUSE calls then fail UNAVAILABLE) and let the watch below repair on first contact.
+      const seen = await mounter?.waitReady(30_000).catch((e: Error) => {
+        logger.warn('csi.mounter.unreachable', { volume: null, socket: mounter.socketPath, err: e });
+        return undefined;
+      });
+      const n = (node = createNodeService({ nodeId, zone, maxVolumes, stateDir, gateway: nodeGateway, logger: logger.child({ component: 'csi-node' }), fuseLauncher: mounter }));
       // Mounts whose process died while the plugin was down come back before we serve.
-      await node.repair();
+      if (!mounter || seen) await n.repair();
+      if (mounter) {
+        // A restarted mounter container took its mount processes with it: repair then too.
+        // Repairs run one at a time (a second one would find every volume busy).
+        let repairing = Promise.resolve();
+        mounterWatch = mounter.watch(seen?.instance, (h) => {
+          logger.info('csi.mounter.new-instance', { volume: null, instance: h.instance, pid: h.pid });
+          repairing = repairing
+            .then(() => n.repair())
+            .then(() => logger.info('csi.mounter.repaired', { volume: null, instance: h.instance }))
+            .catch((e: Error) => logger.error('csi.mounter.repair-failed', { volume: null, err: e }));
+        }, logger);
+      }
     }
     const server = await startCsiServer({ endpoint, mode, nodeId, zone, backend, logger, nodeService: node?.implementation });
     process.stderr.write(`space csi: ${mode} on ${server.socketPath}\n`);
@@ -97,6 +123,7 @@ export const csi: Command = {
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);
     });
+    mounterWatch?.close();
     await server.close();
     await node?.close(); // leaves the mount processes running: pods keep their volumes
     await backend?.close();

@@ -4,6 +4,10 @@
  * the classic failure of FUSE CSI drivers, where every pod then sees "transport endpoint is not
  * connected". The pid and argv are kept in the node state so a restarted plugin can tell a live
  * mount from a dead one and start a replacement (see node-service repair()).
+ *
+ * Detaching does not help when the plugin runs in a container: a container restart kills every
+ * process in it. There the plugin runs with --mounter-socket and these functions are called by
+ * the mounter sidecar instead (csi-node/mounter-service.ts, mounters/launcher.ts).
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -81,9 +85,17 @@ export function mountProcessAlive(rec: MountProcessRecord): boolean {
   }
 }
 
-/** A staged FUSE volume is healthy when its process lives and the mount answers. */
-export async function fuseStageHealthy(rec: MountProcessRecord | undefined, stagingPath: string): Promise<{ ok: boolean; reason?: string }> {
-  if (!rec || !mountProcessAlive(rec)) return { ok: false, reason: `mount process ${rec?.pid ?? '?'} is not running` };
+/**
+ * A staged FUSE volume is healthy when its process lives and the mount answers. `alive` is asked
+ * about the process: by default this process's view of /proc; a plugin whose mount processes live
+ * in a mounter sidecar (another PID namespace) asks the mounter instead.
+ */
+export async function fuseStageHealthy(
+  rec: MountProcessRecord | undefined,
+  stagingPath: string,
+  alive: (rec: MountProcessRecord) => boolean | Promise<boolean> = mountProcessAlive,
+): Promise<{ ok: boolean; reason?: string }> {
+  if (!rec || !(await alive(rec))) return { ok: false, reason: `mount process ${rec?.pid ?? '?'} is not running` };
   const m = mountAtPath(await readMountInfo(), stagingPath);
   if (!m || !m.fstype.startsWith('fuse')) return { ok: false, reason: `nothing is mounted at ${stagingPath}` };
   const dead = await deadMountReason(stagingPath);
