@@ -11,6 +11,7 @@ import { createControllerService } from './controller-service.js';
 import { createIdentityService } from './identity-service.js';
 import { loadCsiProto } from './proto.js';
 import type { VolumeBackend } from './volumes.js';
+import { startAuthorityProxy, type AuthorityProxy } from './h2/authority-proxy.js';
 
 export type CsiMode = 'controller' | 'node' | 'all';
 export const CSI_MODES: readonly CsiMode[] = ['controller', 'node', 'all'];
@@ -29,6 +30,12 @@ export interface CsiServerOptions {
    */
   nodeService?: grpc.UntypedServiceImplementation;
   logger?: Logger;
+  /**
+   * Serve the socket through the authority-repairing proxy (csi-node/h2/authority-proxy.ts) so
+   * Go clients that send the socket path as :authority get in; grpc-js then listens on
+   * `<socket>.grpc`. Default true.
+   */
+  authorityProxy?: boolean;
 }
 
 export interface CsiServer {
@@ -103,9 +110,22 @@ export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer>
   // A socket file left by a previous run refuses binds; nothing else can be listening on it
   // because the CSI socket belongs to this plugin's pod alone.
   fs.rmSync(socketPath, { force: true });
+  const useProxy = opts.authorityProxy ?? true;
+  const grpcPath = useProxy ? `${socketPath}.grpc` : socketPath;
+  fs.rmSync(grpcPath, { force: true });
   await new Promise<void>((resolve, reject) =>
-    server.bindAsync(`unix://${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
-  log.info('csi.listening', { socket: socketPath, controller: withController, nodeService: withNode && !!opts.nodeService, zone: opts.zone ?? null });
+    server.bindAsync(`unix://${grpcPath}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
+  let proxy: AuthorityProxy | undefined;
+  if (useProxy) {
+    fs.chmodSync(grpcPath, 0o600);
+    try {
+      proxy = await startAuthorityProxy(socketPath, grpcPath, log);
+    } catch (e) {
+      server.forceShutdown();
+      throw e;
+    }
+  }
+  log.info('csi.listening', { socket: socketPath, controller: withController, nodeService: withNode && !!opts.nodeService, zone: opts.zone ?? null, authorityProxy: useProxy });
 
   let closed = false;
   return {
@@ -117,7 +137,9 @@ export async function startCsiServer(opts: CsiServerOptions): Promise<CsiServer>
         const timer = setTimeout(() => { server.forceShutdown(); resolve(); }, 5000);
         server.tryShutdown(() => { clearTimeout(timer); resolve(); });
       });
+      await proxy?.close();
       fs.rmSync(socketPath, { force: true });
+      if (grpcPath !== socketPath) fs.rmSync(grpcPath, { force: true });
       log.info('csi.stopped', { socket: socketPath });
     },
   };

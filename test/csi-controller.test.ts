@@ -366,12 +366,10 @@ describe('CSI Identity and Controller over a unix socket', function () {
       }
     });
     const script = () => path.join(packageRoot(), 'test', 'helpers', 'csi_probe.py');
-    for (const authority of [undefined, 'unix:///csi/csi.sock', 'localhost']) {
+    for (const authority of [undefined, 'unix:///csi/csi.sock', '/csi/csi.sock', 'localhost']) {
       it(`GetPluginInfo and Probe with authority ${authority ?? '(default)'}`, async function () {
-        // KNOWN GAP: Node's HTTP/2 layer (nghttp2) resets streams whose :authority holds a '/'
-        // (PROTOCOL_ERROR) before grpc-js sees them, and Node offers no switch to relax it.
-        // Current grpc-go (kubelet, sidecars) sends "localhost" on unix sockets, which passes.
-        if (authority?.includes('/')) this.skip();
+        // Node's HTTP/2 layer (nghttp2) resets streams whose :authority holds a '/'; the plugin's
+        // socket is served through csi-node/h2/authority-proxy.ts, which repairs it.
         // Asynchronously: the server under test runs on this process's event loop.
         const { stdout: out } = await promisify(execFile)(python!, [script(), env.endpoint, ...(authority ? [authority] : [])], { encoding: 'utf8', timeout: 30_000 });
         assert.deepEqual(JSON.parse(out), { name: 'csi.space.io', vendor_version: pluginVersion(), ready: true });
