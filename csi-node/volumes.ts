@@ -468,7 +468,8 @@ export interface KubeVolumeBackendOptions {
  * Cluster mode: the controller only writes objects; the operator creates the capsule on a
  * gateway and serves the view. The volume id is the Capsule object name (known before the
  * operator assigns a store id, and stable across operator restarts). Metadata rides in
- * annotations. Snapshots are Capsules cloned from the volume's head.
+ * annotations. Snapshots are Capsules cloned from the volume's head and frozen as their version 1
+ * by the operator; CreateSnapshot returns once that cut has happened.
  */
 export class KubeVolumeBackend implements VolumeBackend {
   readonly kind = 'kube' as const;
@@ -638,12 +639,15 @@ export class KubeVolumeBackend implements VolumeBackend {
 
   private toSnapshot(c: Capsule): SnapshotRecord {
     const a = c.metadata.annotations ?? {};
+    // The snapshot is cut when the operator freezes the clone (the capsule turns Ready): that
+    // moment, not the object's creation, is the snapshot's point in time.
+    const cut = c.status?.phase === 'Ready' ? c.status.conditions?.find((x) => x.type === 'Ready' && x.status === 'True')?.lastTransitionTime : undefined;
     return {
       id: c.metadata.name,
       name: a[ANN.name] ?? c.metadata.name,
       sourceVolumeId: a[ANN.sourceVolume] ?? '',
       sizeBytes: Number(c.status?.size ?? a[ANN.capacity] ?? 0),
-      createdAt: c.metadata.creationTimestamp ?? '',
+      createdAt: cut ?? c.metadata.creationTimestamp ?? '',
       readyToUse: c.status?.phase === 'Ready',
     };
   }
@@ -666,8 +670,9 @@ export class KubeVolumeBackend implements VolumeBackend {
         spec: { source: { clone: { capsule: sourceVolumeId } } },
       } satisfies Capsule)) as Capsule;
     }
-    // Snapshots are cut asynchronously: ready_to_use turns true when the operator reports Ready.
-    return this.toSnapshot(c);
+    // CreateSnapshot returns once the snapshot is cut (CSI: the application may resume then), so
+    // wait for the operator to freeze the clone; if it takes too long the CO retries by name.
+    return this.toSnapshot((await this.waitReady(CAPSULES, objName)) as Capsule);
   }
 
   async getSnapshot(id: string): Promise<SnapshotRecord | null> {

@@ -251,6 +251,16 @@ describe('operator (standalone: embedded API, real gateway)', function () {
     const obj = await getCapsule(vol.id);
     assert.equal(status(obj).size, 8 * 1024 * 1024);
     assert.equal((await client.getattr(obj.metadata.uid!, 'content')).size, 8 * 1024 * 1024);
+
+    // CreateSnapshot returns once the operator has cut it: later writes do not reach it.
+    await client.write(obj.metadata.uid!, 'content', 0, Buffer.from('before-snapshot'));
+    const snap = await b.createSnapshot(vol.id, 'snap-point-in-time');
+    assert.equal(snap.readyToUse, true);
+    await client.write(obj.metadata.uid!, 'content', 0, Buffer.from('after--snapshot'));
+    const snapObj = await getCapsule(snap.id);
+    assert.ok(Number(status(snapObj).version) >= 1, 'the snapshot capsule is frozen as a version');
+    assert.equal((await client.read(snapObj.metadata.uid!, 'content', 0, 15)).toString(), 'before-snapshot');
+    await b.deleteSnapshot(snap.id);
     await b.deleteVolume(vol.id);
   });
 
