@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DIST_BENCH, OUT_DIR, envInt, meta, round, sizeMiB, table, writeResult } from './common.js';
 
-const ALL = ['put-get', 'rss', 'random-read', 'fuse', 'operator-scale', 'csi'] as const;
+const ALL = ['put-get', 'rss', 'random-read', 'fuse', 'operator-scale', 'csi', 'nvme', 'nfs'] as const;
 type Name = (typeof ALL)[number];
 
 function runOne(name: Name): Promise<{ code: number | null; secs: number }> {
@@ -107,6 +107,22 @@ function summarize(name: Name, r: Record<string, unknown>): Row[] {
         ['csi', `${s.n} fuse volumes: create -> stage -> publish -> usable, p50/p99/max`, `${s.chainP50Ms} / ${s.chainP99Ms} / ${s.chainMaxMs} ms`, `${v(s.chainMeetsTarget)} (p99 < 1000 ms)`],
         ['csi', 'p99 per step: create / stage / publish / usable', `${s.createP99Ms} / ${s.stageP99Ms} / ${s.publishP99Ms} / ${s.usableP99Ms} ms`, 'info'],
         ['csi', `${s.concurrent} concurrent CreateVolume, distinct / 10 names`, `${s.distinctWallMs} / ${s.sameWallMs} ms; ids ${s.distinctIds} / ${s.sameIds}; errors ${s.distinctErrors} / ${s.sameErrors}; ABORTED retries ${s.distinctRetries} / ${s.sameRetries}`, `${v(s.concurrencyMeetsTarget)} (0 errors, no duplicate ids)`],
+      ];
+    case 'nvme':
+      return [
+        ['nvme', `seq write 128 KiB QD${s.qd} + Flush vs raw TCP`, `${s.writeGBps} / ${s.tcpWriteGBps} GB/s, ratio ${s.writeRatio} (${s.writeRatioMin}..${s.writeRatioMax}); disk bound ${s.diskBoundGBps}`, `${v(s.writeMeetsTarget)} (>= 0.6)`],
+        ['nvme', `seq read 128 KiB QD${s.qd} (warm) vs raw TCP`, `${s.readGBps} / ${s.tcpReadGBps} GB/s, ratio ${s.readRatio} (${s.readRatioMin}..${s.readRatioMax})`, `${v(s.readMeetsTarget)} (>= 0.6)`],
+        ['nvme', 'seq read, range in the segment cache', `${s.cachedReadGBps} GB/s, ratio ${s.cachedReadRatio} (${s.cachedReadRatioMin}..${s.cachedReadRatioMax})`, `${v(s.cachedReadMeetsTarget)} (>= 0.6)`],
+        ['nvme', `4 KiB random read QD${s.randQd}`, `${s.randIops} IOPS, p50 ${s.randP50Us} us, p99 ${s.randP99Us} us (raw TCP ${s.randTcpIops})`, `${v(s.randMeetsTarget)} (>= 40k)`],
+        ['nvme', 'guest dd write / read: Space vs guest nvmet', s.guestSkipped ? `skipped: ${s.guestSkipped}` : `${s.guestOurWriteMiBps} / ${s.guestOurReadMiBps} vs ${s.guestNvmetWriteMiBps} / ${s.guestNvmetReadMiBps} MiB/s`, 'info'],
+      ];
+    case 'nfs':
+      if (s.skipped) return [['nfs', 'NFSv3 vs nfs-ganesha', `skipped: ${s.skipped}`, 'info']];
+      return [
+        ['nfs', 'nfs-cp write vs ganesha (incl. COMMIT)', `${s.oursWriteMiBps} / ${s.ganeshaWriteMiBps} MiB/s, ratio ${s.writeRatio} (${s.writeRatioMin}..${s.writeRatioMax})`, `${v(s.writeMeetsTarget)} (>= 0.8)`],
+        ['nfs', 'nfs-cp read vs ganesha, cold', `${s.oursReadColdMiBps} / ${s.ganeshaReadColdMiBps} MiB/s, ratio ${s.readColdRatio} (${s.readColdRatioMin}..${s.readColdRatioMax})`, `${v(s.readColdMeetsTarget)} (>= 1.0)`],
+        ['nfs', 'nfs-cp read vs ganesha, warm', `${s.oursReadWarmMiBps} / ${s.ganeshaReadWarmMiBps} MiB/s, ratio ${s.readWarmRatio} (${s.readWarmRatioMin}..${s.readWarmRatioMax})`, `${v(s.readWarmMeetsTarget)} (>= 1.0)`],
+        ['nfs', `metadata ${s.metaFiles} x create+getattr+remove, QD${s.metaQd}`, `${s.oursMetaFilesPerSec} / ${s.ganeshaMetaFilesPerSec} files/s, ratio ${s.metaRatio}`, 'info'],
       ];
   }
 }
