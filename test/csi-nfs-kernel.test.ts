@@ -10,7 +10,7 @@ import { silentLogger } from '../capsule/log.js';
 import { NfsServer } from '../gateway/nfs/server.js';
 import { NfsMounter } from '../csi-node/mounters/nfs.js';
 import { parseMountInfo } from '../csi-node/mounters/mountinfo.js';
-import { guestAvailability } from './helpers/guest.js';
+import { needGuest } from './helpers/guest.js';
 import { GuestShell } from './helpers/guest-shell.js';
 import { rmrf, tmpDir } from './helpers/tmp.js';
 
@@ -22,11 +22,7 @@ describe('CSI node NFS attach against the real kernel client (QEMU guest)', func
   let guest: GuestShell | undefined;
 
   before(async function () {
-    const avail = guestAvailability();
-    if (!avail.ok) {
-      if (process.env.CI) throw new Error(`guest unavailable in CI: ${avail.reason}`);
-      return this.skip();
-    }
+    needGuest(this);
     dir = tmpDir();
     store = Store.open(path.join(dir, 'data'), { logger: silentLogger });
     await store.create({ name: 'shared' });

@@ -11,7 +11,7 @@ import { Store } from '../capsule/store.js';
 import { silentLogger } from '../capsule/log.js';
 import { NvmeTarget } from '../gateway/nvme/target.js';
 import { NvmeMounter } from '../csi-node/mounters/nvme.js';
-import { guestAvailability } from './helpers/guest.js';
+import { needGuest } from './helpers/guest.js';
 import { GuestShell } from './helpers/guest-shell.js';
 import { rmrf, tmpDir } from './helpers/tmp.js';
 
@@ -26,11 +26,7 @@ describe('CSI node NVMe/TCP attach against the real kernel (QEMU guest)', functi
   let guest: GuestShell | undefined;
 
   before(async function () {
-    const avail = guestAvailability();
-    if (!avail.ok) {
-      if (process.env.CI) throw new Error(`guest unavailable in CI: ${avail.reason}`);
-      return this.skip();
-    }
+    needGuest(this);
     dir = tmpDir();
     store = Store.open(path.join(dir, 'data'), { logger: silentLogger });
     await store.create({ name: 'vol', size: 64 * MiB });

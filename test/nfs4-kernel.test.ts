@@ -18,20 +18,9 @@ import fs from 'node:fs';
 import { createLogger } from '../capsule/log.js';
 import { Store } from '../capsule/store.js';
 import { NfsServer } from '../gateway/nfs/server.js';
+import { controlServer } from './helpers/guest-control.js';
 import { guestAvailability, runGuest, type GuestResult } from './helpers/guest.js';
 import { chunks, prand, rmrf, sha256, tmpDir } from './helpers/tmp.js';
-
-/** A control channel the guest reaches with busybox wget: GET /<command>/<arg>... */
-function controlServer(handle: (cmd: string[]) => Promise<string>): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
-    const words = (req.url ?? '/').split('/').filter(Boolean).map(decodeURIComponent);
-    handle(words).then(
-      (reply) => res.end(reply + '\n'),
-      (e: unknown) => res.end(`error ${(e as Error).message}\n`),
-    );
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
 
 /** lseek(SEEK_DATA/SEEK_HOLE), fallocate(PUNCH_HOLE) and fcntl locks for the guest, which has no tool for them. */
 const SPARSE_C = `

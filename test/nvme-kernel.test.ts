@@ -14,26 +14,12 @@ import { GatewayClient } from '../gateway/client.js';
 import { GatewayExports } from '../gateway/exports.js';
 import { NvmeExports } from '../gateway/nvme/exports.js';
 import { startGateway, type Gateway } from '../gateway/server.js';
-import { guestAvailability, runGuest } from './helpers/guest.js';
+import { controlServer } from './helpers/guest-control.js';
+import { needGuest, runGuest } from './helpers/guest.js';
 import { prand, rmrf, tmpDir } from './helpers/tmp.js';
 
 const NQN = 'nqn.2024-11.io.space:test:kernel';
 const SIZE = 128 << 20;
-
-/**
- * A control channel the guest script reaches with busybox wget (which waits for the answer,
- * unlike nc): GET /<command>/<arg>/... asks the test to act and returns its one-line reply.
- */
-function controlServer(handle: (cmd: string[]) => Promise<string>): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
-    const words = (req.url ?? '/').split('/').filter(Boolean).map(decodeURIComponent);
-    handle(words).then(
-      (reply) => res.end(reply + '\n'),
-      (e: unknown) => res.end(`error ${(e as Error).message}\n`),
-    );
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
 
 describe('NVMe/TCP target with the Linux kernel initiator (QEMU guest)', function () {
   this.timeout(300_000);
@@ -57,11 +43,7 @@ describe('NVMe/TCP target with the Linux kernel initiator (QEMU guest)', functio
   }
 
   before(async function () {
-    const avail = guestAvailability();
-    if (!avail.ok) {
-      if (process.env.CI) throw new Error(`guest unavailable in CI: ${avail.reason}`);
-      return this.skip();
-    }
+    needGuest(this);
     dir = tmpDir();
     const store = Store.open(path.join(dir, 'data'), { logger: silentLogger });
     const info = await store.create({ name: 'disk', size: SIZE });
