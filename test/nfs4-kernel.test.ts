@@ -18,6 +18,8 @@ import fs from 'node:fs';
 import { createLogger } from '../capsule/log.js';
 import { Store } from '../capsule/store.js';
 import { NfsServer } from '../gateway/nfs/server.js';
+import { GatewayClient } from '../gateway/client.js';
+import { startGateway, type Gateway } from '../gateway/server.js';
 import { controlServer } from './helpers/guest-control.js';
 import { guestAvailability, runGuest, type GuestResult } from './helpers/guest.js';
 import { chunks, prand, rmrf, sha256, tmpDir } from './helpers/tmp.js';
@@ -65,6 +67,9 @@ describe('NFS with the Linux kernel client (QEMU guest)', function () {
   let dir: string;
   let store: Store;
   let nfs: NfsServer;
+  /** The gateway on the same store: the host-side checks read through its gRPC API. */
+  let gw: Gateway;
+  let api: GatewayClient;
   let port = 0;
   let mountPort = 0;
   let control: http.Server;
@@ -80,6 +85,9 @@ describe('NFS with the Linux kernel client (QEMU guest)', function () {
   });
 
   async function serve(): Promise<void> {
+    gw = await startGateway({ store, listen: '127.0.0.1:0', httpListen: '', socket: '', logger });
+    api?.close();
+    api = new GatewayClient(`127.0.0.1:${gw.grpcPort}`);
     nfs = await NfsServer.listen({ store, host: '127.0.0.1', port, mountPort, logger });
     ({ port, mountPort } = nfs.address());
     await nfs.addExport({ ref: 'photos' });
@@ -88,8 +96,8 @@ describe('NFS with the Linux kernel client (QEMU guest)', function () {
 
   const shaOf = async (p: string): Promise<string> => {
     try {
-      const a = await store.getattr('photos', p);
-      return sha256(await store.read('photos', p, 0, a.size));
+      const a = await api.getattr('photos', p);
+      return sha256(await api.read('photos', p, 0, a.size));
     } catch {
       return 'missing';
     }
@@ -111,10 +119,10 @@ describe('NFS with the Linux kernel client (QEMU guest)', function () {
     control = await controlServer(async ([cmd, ...args]) => {
       const p = args.join('/');
       if (cmd === 'sha') return shaOf(p);
-      if (cmd === 'exists') return store.getattr('photos', p).then(() => 'yes', () => 'no');
-      if (cmd === 'type') return store.getattr('photos', p).then((a) => a.type, () => 'missing');
-      if (cmd === 'count') return store.readdir('photos', p).then((l) => String(l.length), () => 'missing');
-      if (cmd === 'size') return store.getattr('photos', p).then((a) => String(a.size), () => 'missing');
+      if (cmd === 'exists') return api.getattr('photos', p).then(() => 'yes', () => 'no');
+      if (cmd === 'type') return api.getattr('photos', p).then((a) => a.type, () => 'missing');
+      if (cmd === 'count') return api.readdir('photos', p).then((l) => String(l.length), () => 'missing');
+      if (cmd === 'size') return api.getattr('photos', p).then((a) => String(a.size), () => 'missing');
       if (cmd === 'put') {
         const [file, ...text] = args;
         await store.put('photos', file!, chunks(Buffer.from(text.join(' ') + '\n')));
@@ -123,7 +131,7 @@ describe('NFS with the Linux kernel client (QEMU guest)', function () {
       if (cmd === 'restart') {
         // A new server on the same data dir and the same ports: the store is reopened too.
         await nfs.close();
-        await store.close();
+        await gw.close(); // closes the store
         store = Store.open(path.join(dir, 'data'));
         await serve();
         return 'restarted';
@@ -150,8 +158,9 @@ describe('NFS with the Linux kernel client (QEMU guest)', function () {
 
   after(async () => {
     control?.close();
+    api?.close();
     await nfs?.close();
-    await store?.close();
+    await gw?.close(); // closes the store
     if (dir) rmrf(dir);
   });
 
