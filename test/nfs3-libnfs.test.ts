@@ -6,7 +6,6 @@
  * this process, and a synchronous spawn would block the event loop that has to answer it.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Store } from '../capsule/store.js';
@@ -17,42 +16,7 @@ import { MOUNT_PROGRAM, MOUNT_V3, MountProc } from '../gateway/nfs/mount3.js';
 import { Nfs3Status } from '../gateway/nfs/status.js';
 import { XdrWriter } from '../gateway/nfs/xdr.js';
 import { tmpDir, rmrf, sha256, prand, chunks } from './helpers/tmp.js';
-
-const BINARIES = ['nfs-ls', 'nfs-cat', 'nfs-cp'];
-
-function which(bin: string): string | undefined {
-  for (const d of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
-    const p = path.join(d, bin);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // not in this directory
-    }
-  }
-  return undefined;
-}
-
-interface Run {
-  code: number;
-  stdout: Buffer;
-  stderr: string;
-}
-
-function run(bin: string, args: string[], timeoutMs = 60_000): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(bin, args, { encoding: 'buffer', timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr: stderr.toString() });
-    });
-  });
-}
-
-async function mustRun(bin: string, args: string[]): Promise<Buffer> {
-  const r = await run(bin, args);
-  assert.equal(r.code, 0, `${bin} ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return r.stdout;
-}
+import { mustRun, needLibnfs, run } from './helpers/libnfs.js';
 
 /** MNT + LOOKUPs with a bare RPC client: file handles to hold across a restart. */
 async function handleOf(port: number, exportPath: string, rel: string[]): Promise<Buffer> {
@@ -127,11 +91,7 @@ describe('nfs3 with the libnfs client', function () {
   const url = (p: string) => `nfs://127.0.0.1${p}?version=3&nfsport=${port}&mountport=${mountPort}`;
 
   before(function () {
-    const missing = BINARIES.filter((b) => !which(b));
-    if (missing.length) {
-      if (process.env.CI) throw new Error(`libnfs-utils binaries missing: ${missing.join(', ')} (apt-get install -y libnfs-utils)`);
-      this.skip();
-    }
+    needLibnfs(this);
   });
 
   beforeEach(async () => {

@@ -5,49 +5,12 @@
  * sending anything (a client bug).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Store } from '../capsule/store.js';
 import { NfsServer } from '../gateway/nfs/server.js';
 import { chunks, prand, rmrf, sha256, tmpDir } from './helpers/tmp.js';
-
-const BINARIES = ['nfs-ls', 'nfs-cat', 'nfs-cp'];
-
-function which(bin: string): string | undefined {
-  for (const d of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
-    const p = path.join(d, bin);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      // not in this directory
-    }
-  }
-  return undefined;
-}
-
-interface Run {
-  code: number;
-  stdout: Buffer;
-  stderr: string;
-}
-
-/** Always asynchronous: the server answering the client lives in this process. */
-function run(bin: string, args: string[], timeoutMs = 60_000): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(bin, args, { encoding: 'buffer', timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr: stderr.toString() });
-    });
-  });
-}
-
-async function mustRun(bin: string, args: string[]): Promise<Buffer> {
-  const r = await run(bin, args);
-  assert.equal(r.code, 0, `${bin} ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return r.stdout;
-}
+import { mustRun, needLibnfs, run } from './helpers/libnfs.js';
 
 describe('nfs4 with the libnfs client', function () {
   this.timeout(180_000);
@@ -60,11 +23,7 @@ describe('nfs4 with the libnfs client', function () {
   const url = (p: string) => `nfs://127.0.0.1${p}?version=4&nfsport=${port}`;
 
   before(function () {
-    const missing = BINARIES.filter((b) => !which(b));
-    if (missing.length) {
-      if (process.env.CI) throw new Error(`libnfs-utils binaries missing: ${missing.join(', ')} (apt-get install -y libnfs-utils)`);
-      this.skip();
-    }
+    needLibnfs(this);
   });
 
   beforeEach(async () => {
