@@ -13,6 +13,7 @@
  * write command + H2CData, minus NVMe's R2T round trip and completion capsule.
  */
 import crypto from 'node:crypto';
+import { ByteQueue } from '../../gateway/byte-queue.js';
 
 export const HDR = 16;
 export const OP_READ = 1;
@@ -139,54 +140,23 @@ export function rng(seed: number): () => number {
  * spans chunks is copied into one buffer.
  */
 export class FrameReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly queue = new ByteQueue();
 
   /** `hasData(op)`: whether a message with this op carries `length` bytes after the header. */
   constructor(private readonly hasData: (op: number) => boolean) {}
 
   push(chunk: Buffer, onFrame: (op: number, id: number, length: number, data: Buffer | undefined) => void): void {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    while (this.buffered >= HDR) {
-      const h = this.peekHeader();
+    this.queue.push(chunk);
+    while (this.queue.length >= HDR) {
+      const h = this.queue.peek(HDR);
       const op = h[0]!;
       const id = h.readUInt32LE(4);
       const length = h.readUInt32LE(8);
       const total = HDR + (this.hasData(op) ? length : 0);
-      if (this.buffered < total) return;
-      const whole = this.take(total);
+      if (this.queue.length < total) return;
+      const whole = this.queue.take(total);
       onFrame(op, id, length, total > HDR ? whole.subarray(HDR) : undefined);
     }
-  }
-
-  private peekHeader(): Buffer {
-    const first = this.chunks[0]!;
-    if (first.length >= HDR) return first;
-    return Buffer.concat(this.chunks, HDR); // copies only HDR bytes
-  }
-
-  private take(n: number): Buffer {
-    const first = this.chunks[0]!;
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let off = 0;
-      while (off < n) {
-        const c = this.chunks[0]!;
-        const k = Math.min(c.length, n - off);
-        c.copy(out, off, 0, k);
-        off += k;
-        if (k === c.length) this.chunks.shift();
-        else this.chunks[0] = c.subarray(k);
-      }
-    }
-    this.buffered -= n;
-    return out;
   }
 }
 

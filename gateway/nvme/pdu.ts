@@ -6,6 +6,7 @@
  * Optional header digest (CRC32C of the HLEN header bytes) follows the header; data starts at PDO;
  * optional data digest (CRC32C of the data) ends the PDU.
  */
+import { ByteQueue } from '../byte-queue.js';
 import { crc32c } from './crc32c.js';
 import { COMMON_HEADER, DIGEST_BYTES, Fes, HLEN, PduFlag, PduType } from './constants.js';
 
@@ -57,29 +58,25 @@ export interface ReaderOptions {
  * arrived in one chunk (no copy), else one concatenation.
  */
 export class PduReader {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly queue = new ByteQueue();
   headerDigest = false;
   dataDigest = false;
 
   constructor(private readonly opts: ReaderOptions) {}
 
   push(chunk: Buffer): Pdu[] {
-    if (chunk.length) {
-      this.chunks.push(chunk);
-      this.buffered += chunk.length;
-    }
+    this.queue.push(chunk);
     const out: Pdu[] = [];
-    while (this.buffered >= COMMON_HEADER) {
-      const ch = this.peek(COMMON_HEADER);
+    while (this.queue.length >= COMMON_HEADER) {
+      const ch = this.queue.peek(COMMON_HEADER);
       const type = ch[0]!;
       const flags = ch[1]!;
       const hlen = ch[2]!;
       const pdo = ch[3]!;
       const plen = ch.readUInt32LE(4);
       this.checkCommon(ch, type, flags, hlen, pdo, plen);
-      if (this.buffered < plen) break;
-      const whole = this.take(plen);
+      if (this.queue.length < plen) break;
+      const whole = this.queue.take(plen);
       out.push(this.parse(whole, type, flags, hlen, pdo, plen));
     }
     return out;
@@ -87,7 +84,7 @@ export class PduReader {
 
   /** Bytes received but not yet framed (a peer that stops mid-PDU leaves some). */
   get pending(): number {
-    return this.buffered;
+    return this.queue.length;
   }
 
   private checkCommon(ch: Buffer, type: number, flags: number, hlen: number, pdo: number, plen: number): void {
@@ -132,46 +129,6 @@ export class PduReader {
     const data = whole.subarray(pdo, dataEnd);
     const dataDigestOk = !ddgst || crc32c(data) === whole.readUInt32LE(dataEnd);
     return { type, flags, header, data, dataDigestOk };
-  }
-
-  private peek(n: number): Buffer {
-    const first = this.chunks[0]!;
-    if (first.length >= n) return first.subarray(0, n);
-    // Copy from the few leading chunks only: a peer trickling bytes leaves many tiny chunks, and
-    // concatenating all of them on every push would make framing quadratic.
-    const out = Buffer.allocUnsafe(n);
-    let off = 0;
-    for (const c of this.chunks) {
-      off += c.copy(out, off, 0, Math.min(c.length, n - off));
-      if (off === n) break;
-    }
-    return out;
-  }
-
-  private take(n: number): Buffer {
-    const first = this.chunks[0]!;
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let off = 0;
-      let used = 0;
-      while (off < n) {
-        const c = this.chunks[used]!;
-        const k = Math.min(c.length, n - off);
-        c.copy(out, off, 0, k);
-        off += k;
-        if (k === c.length) used++;
-        else this.chunks[used] = c.subarray(k);
-      }
-      // One splice per PDU: shifting chunk by chunk is quadratic when a peer trickles bytes.
-      this.chunks.splice(0, used);
-    }
-    this.buffered -= n;
-    return out;
   }
 }
 
