@@ -25,5 +25,7 @@ echo
 echo "Space runs standalone on $HOME_DIR. Try:"
 echo "  cat /tmp/space-views/hello/content      # the CapsuleView hello-fuse (deployment/examples/view-fuse.yaml)"
 echo "  cat $TARGET/content                     # the capsule stored with spacectl put"
+echo "  nfs-cat 'nfs://127.0.0.1/default/hello-nfs/content?version=4'   # the NFS view hello-nfs (or mount -t nfs -o vers=4.2)"
+echo "  nvme connect -t tcp -a 127.0.0.1 -s 4420 -n nqn.2024-11.io.space:default.scratch   # the NVMe/TCP view (needs nvme-tcp)"
 echo "  spacectl get capsules; spacectl get cv -o yaml; spacectl ls"
 echo "  kill \$(cat $HOME_DIR/objects/operator.pid)   # stop the standalone server (unmounts its views)"
