@@ -22,8 +22,11 @@ export type CodecJob =
   | { op: 'decode'; seq: number; id: string; blob?: ArrayBuffer; file?: string; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number };
 
 export type CodecResult =
-  | { seq: number; ok: true; id?: string | null; blob?: ArrayBuffer; plain?: ArrayBuffer; clen?: number; written?: boolean; missing?: boolean; needKey?: number }
-  | { seq: number; ok: false; error: string };
+  | { seq: number; ok: true; id?: string | null; blob?: ArrayBuffer; plain?: ArrayBuffer; clen?: number; written?: boolean; missing?: boolean; needKey?: number; spent?: ArrayBuffer }
+  | { seq: number; ok: false; error: string; spent?: ArrayBuffer };
+
+/** Spare copy buffers kept per size (see CodecPool.copyIn): enough for the writers in flight. */
+const SPARES_PER_SIZE = 16;
 
 export interface EncodeKeys {
   hashKey: Buffer;
@@ -52,6 +55,7 @@ export class CodecPool {
         const slot = new WorkerSlot(w);
         w.on('message', (r: CodecResult) => {
           if (--slot.busy === 0) w.unref();
+          if (r.spent) this.recycle(r.spent);
           const p = this.pending.get(r.seq);
           this.pending.delete(r.seq);
           p?.resolve(r);
@@ -64,6 +68,26 @@ export class CodecPool {
     } catch {
       this.fail();
     }
+  }
+
+  /**
+   * The segment bytes a worker encodes travel in a buffer of their own (transferred, not
+   * cloned). Those buffers come back with the result and are reused for the next segment of the
+   * same size: in this VM first touches of fresh memory cost more than the copy itself.
+   */
+  private readonly spares = new Map<number, ArrayBuffer[]>();
+
+  private copyIn(plain: Buffer): Buffer {
+    const spare = this.spares.get(plain.byteLength)?.pop();
+    const out = spare ? Buffer.from(spare) : Buffer.allocUnsafeSlow(plain.byteLength);
+    out.set(plain);
+    return out;
+  }
+
+  private recycle(ab: ArrayBuffer): void {
+    let list = this.spares.get(ab.byteLength);
+    if (!list) this.spares.set(ab.byteLength, (list = []));
+    if (list.length < SPARES_PER_SIZE) list.push(ab);
   }
 
   get inline(): boolean {
@@ -99,7 +123,7 @@ export class CodecPool {
    */
   async encode(plain: Buffer, codec: Compression, keys: EncodeKeys, transfer = false): Promise<{ id: string; blob: Buffer } | null> {
     if (this.inline) return encodeInline(plain, codec, keys);
-    const own = transfer && ownsBuffer(plain) ? plain : ownedCopy(plain);
+    const own = transfer && ownsBuffer(plain) ? plain : this.copyIn(plain);
     const seq = ++this.seq;
     const r = await this.run({ op: 'encode', seq, plain: own.buffer as ArrayBuffer, offset: 0, length: own.length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id }, [own.buffer as ArrayBuffer]);
     if (!r.ok) throw new Error(r.error);
@@ -117,7 +141,7 @@ export class CodecPool {
       const enc = encodeInline(plain, codec, keys);
       return enc && { id: enc.id, clen: enc.blob.length, written: false, blob: enc.blob };
     }
-    const own = transfer && ownsBuffer(plain) ? plain : ownedCopy(plain);
+    const own = transfer && ownsBuffer(plain) ? plain : this.copyIn(plain);
     const seq = ++this.seq;
     const r = await this.run({ op: 'encode', seq, plain: own.buffer as ArrayBuffer, offset: 0, length: own.length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id, sink }, [own.buffer as ArrayBuffer]);
     if (!r.ok) {

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
-import { decodeSegment, encodeSegment, segmentAddress } from './segment-codec.js';
+import { decodeSegment, encodeSegmentParts, segmentAddress } from './segment-codec.js';
 import { ownedCopy, ownsBuffer, type CodecJob, type CodecResult } from './codec-pool.js';
 
 /** Thrown from the key lookup when the segment was encrypted under a key this job lacks. */
@@ -27,14 +27,14 @@ function isZero(b: Buffer): boolean {
  * Write aside and rename into place, so an existing segment file is always complete (another
  * writer may skip rewriting it on sight). Returns false when the segment exists already.
  */
-function writeSegment(sink: { root: string; tmp: string; fsync: boolean }, id: string, blob: Buffer): boolean {
+function writeSegment(sink: { root: string; tmp: string; fsync: boolean }, id: string, parts: Buffer[]): boolean {
   const dest = path.join(sink.root, id.slice(0, 2), id);
   if (fs.existsSync(dest)) return false;
   const tmp = path.join(sink.tmp, `${id}.${crypto.randomBytes(6).toString('hex')}`);
   const fd = fs.openSync(tmp, 'wx', 0o600);
   try {
     try {
-      for (let off = 0; off < blob.length;) off += fs.writeSync(fd, blob, off, blob.length - off);
+      writeAll(fd, parts);
       if (sink.fsync) fs.fdatasyncSync(fd);
     } finally {
       fs.closeSync(fd);
@@ -47,6 +47,16 @@ function writeSegment(sink: { root: string; tmp: string; fsync: boolean }, id: s
   return true;
 }
 
+/** writev the parts, resuming after short writes. */
+function writeAll(fd: number, parts: Buffer[]): void {
+  let rest = parts.filter((p) => p.length > 0);
+  while (rest.length) {
+    let n = fs.writevSync(fd, rest);
+    while (rest.length && n >= rest[0]!.length) n -= rest.shift()!.length;
+    if (n > 0) rest[0] = rest[0]!.subarray(n);
+  }
+}
+
 parentPort!.on('message', (job: CodecJob) => {
   let res: CodecResult;
   try {
@@ -56,14 +66,18 @@ parentPort!.on('message', (job: CodecJob) => {
       else {
         const id = segmentAddress(Buffer.from(job.hashKey), plain);
         const dataKey = job.dataKey ? { id: job.dataKeyId!, key: Buffer.from(job.dataKey) } : undefined;
-        const blob = encodeSegment(id, plain, job.codec, { hashKey: Buffer.from(job.hashKey), dataKey });
+        const parts = encodeSegmentParts(id, plain, job.codec, { hashKey: Buffer.from(job.hashKey), dataKey });
+        const clen = parts.reduce((n, p) => n + p.length, 0);
         if (job.sink) {
-          const written = writeSegment(job.sink, id, blob);
-          const out = written ? undefined : ownsBuffer(blob) ? blob : ownedCopy(blob);
-          res = { seq: job.seq, ok: true, id, clen: blob.length, written, blob: out?.buffer as ArrayBuffer | undefined };
+          // Written as parts: joining them first would touch another fresh megabyte per segment.
+          const written = writeSegment(job.sink, id, parts);
+          const joined = written ? undefined : Buffer.concat(parts, clen);
+          const out = joined && (ownsBuffer(joined) ? joined : ownedCopy(joined));
+          res = { seq: job.seq, ok: true, id, clen, written, blob: out?.buffer as ArrayBuffer | undefined };
         } else {
+          const blob = Buffer.concat(parts, clen);
           const out = ownsBuffer(blob) ? blob : ownedCopy(blob);
-          res = { seq: job.seq, ok: true, id, clen: blob.length, blob: out.buffer as ArrayBuffer };
+          res = { seq: job.seq, ok: true, id, clen, blob: out.buffer as ArrayBuffer };
         }
       }
     } else {
@@ -97,5 +111,10 @@ parentPort!.on('message', (job: CodecJob) => {
   const transfer: ArrayBuffer[] = [];
   if (res.ok && res.blob) transfer.push(res.blob);
   if (res.ok && res.plain) transfer.push(res.plain);
+  // The segment bytes we were given go back for reuse (nothing here refers to them any more).
+  if (job.op === 'encode' && job.plain.byteLength > 0 && !transfer.includes(job.plain)) {
+    res.spent = job.plain;
+    transfer.push(job.plain);
+  }
   parentPort!.postMessage(res, transfer);
 });

@@ -28,6 +28,14 @@ export function segmentAddress(hashKey: Buffer, plain: Uint8Array): string {
 }
 
 export function encodeSegment(id: string, plain: Buffer, codec: Compression, keys: SegmentKeys): Buffer {
+  return Buffer.concat(encodeSegmentParts(id, plain, codec, keys));
+}
+
+/**
+ * The encoded segment as the pieces it is made of (header, nonce, ciphertext, tag), so a writer
+ * can hand them to writev instead of first joining a second megabyte-sized copy.
+ */
+export function encodeSegmentParts(id: string, plain: Buffer, codec: Compression, keys: SegmentKeys): Buffer[] {
   let body = compress(codec, plain);
   let usedCodec = codec;
   if (codec !== 'none' && body.length >= plain.length) {
@@ -42,13 +50,13 @@ export function encodeSegment(id: string, plain: Buffer, codec: Compression, key
   header.writeUInt8(keys.dataKey ? 1 : 0, 6);
   header.writeUInt32BE(plain.length, 8);
   header.writeUInt32BE(keys.dataKey?.id ?? 0, 12);
-  if (!keys.dataKey) return Buffer.concat([header, body]);
+  if (!keys.dataKey) return [header, body];
   const nonce = crypto.randomBytes(12);
   const c = crypto.createCipheriv('aes-256-gcm', keys.dataKey.key, nonce);
   c.setAAD(Buffer.concat([header, Buffer.from(id, 'hex')]));
   const ct1 = c.update(body);
   const ct2 = c.final();
-  return Buffer.concat([header, nonce, ct1, ct2, c.getAuthTag()]);
+  return ct2.length ? [header, nonce, ct1, ct2, c.getAuthTag()] : [header, nonce, ct1, c.getAuthTag()];
 }
 
 export interface SegmentHeader {
