@@ -47,6 +47,29 @@ function writeSegment(sink: { root: string; tmp: string; fsync: boolean }, id: s
   return true;
 }
 
+/**
+ * Segment files are read into one buffer this worker reuses: decoding is synchronous and never
+ * hands the file bytes out (the plaintext is the decipher's output, or a copy), and a fresh
+ * megabyte per segment costs first-touch page faults that dominate in some VMs.
+ */
+let scratch = Buffer.allocUnsafeSlow(0);
+function readIntoScratch(file: string): Buffer {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (scratch.length < size) scratch = Buffer.allocUnsafeSlow(Math.max(size, 2 * scratch.length));
+    let off = 0;
+    while (off < size) {
+      const n = fs.readSync(fd, scratch, off, size - off, off);
+      if (n === 0) break; // truncated underneath us: decoding reports the damage
+      off += n;
+    }
+    return scratch.subarray(0, off);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** writev the parts, resuming after short writes. */
 function writeAll(fd: number, parts: Buffer[]): void {
   let rest = parts.filter((p) => p.length > 0);
@@ -84,7 +107,7 @@ parentPort!.on('message', (job: CodecJob) => {
       let blob: Buffer | null;
       if (job.file) {
         try {
-          blob = fs.readFileSync(job.file);
+          blob = readIntoScratch(job.file);
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
           blob = null;
