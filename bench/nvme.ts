@@ -225,40 +225,6 @@ function parseDd(output: string, what: string): GuestDd {
   return { writeMiBps: get('dd-write-MiBps'), readMiBps: get('dd-read-MiBps'), seconds: get('dd-write-seconds') + get('dd-read-seconds') };
 }
 
-/** The guest's kernel initiator against our target: the same dd and output as hack/guest/nvmet-dd.sh. */
-function ourTargetScript(port: number, nqn: string): string {
-  return `
-NQN=${nqn}
-MB=${GUEST_MB}
-die() { echo "space-dd: $*" >&2; exit 1; }
-now() { cut -d' ' -f1 /proc/uptime; }
-rate() { awk -v mb="$MB" -v s="$1" -v e="$2" 'BEGIN { d = e - s; if (d < 0.01) d = 0.01; printf "%.1f", mb / d }'; }
-secs() { awk -v s="$1" -v e="$2" 'BEGIN { printf "%.2f", e - s }'; }
-modprobe nvme-tcp || die "modprobe nvme-tcp failed"
-nvme connect -t tcp -a 10.0.2.2 -s ${port} -n "$NQN" >/dev/null || die "nvme connect failed"
-dev=
-i=0
-while [ -z "$dev" ] && [ $i -lt 100 ]; do
-  for b in /sys/block/nvme*; do
-    [ "$(cat "$b/device/subsysnqn" 2>/dev/null)" = "$NQN" ] && [ -b "/dev/\${b##*/}" ] && dev=/dev/\${b##*/} && break
-  done
-  [ -n "$dev" ] || { sleep 0.1; i=$((i + 1)); }
-done
-[ -n "$dev" ] || die "no block device for $NQN after connect"
-echo "space-device=$dev"
-t0=$(now)
-dd if=/dev/zero of="$dev" bs=1M count=$MB oflag=direct 2>/dev/null || die "dd write failed"
-t1=$(now)
-dd if="$dev" of=/dev/null bs=1M count=$MB iflag=direct 2>/dev/null || die "dd read failed"
-t2=$(now)
-echo "dd-write-seconds=$(secs "$t0" "$t1")"
-echo "dd-read-seconds=$(secs "$t1" "$t2")"
-echo "dd-write-MiBps=$(rate "$t0" "$t1")"
-echo "dd-read-MiBps=$(rate "$t1" "$t2")"
-nvme disconnect -n "$NQN" >/dev/null || die "nvme disconnect failed"
-`;
-}
-
 async function guestDd(dir: string, fsync: boolean): Promise<{ ours: GuestDd; nvmet: GuestDd; ourRunSecs: number; nvmetRunSecs: number } | { skipped: string }> {
   if (envInt('BENCH_GUEST', 1) === 0) return { skipped: 'BENCH_GUEST=0' };
   const avail = guestAvailability();
@@ -274,13 +240,15 @@ async function guestDd(dir: string, fsync: boolean): Promise<{ ours: GuestDd; nv
     await s.close();
   }
   const srv = await serve(dir, ['guest'], fsync);
-  let ours: GuestDd;
+  let oursDd: GuestDd;
   let ourRunSecs: number;
   try {
     console.log(`  guest: dd against this target (127.0.0.1:${srv.port} = 10.0.2.2:${srv.port} in the guest)`);
-    const r = await runGuest(ourTargetScript(srv.port, srv.nqn.guest!), { timeoutMs });
+    // The same script and dd as the nvmet baseline, pointed at our target instead.
+    const ours = `ADDR=10.0.2.2\nPORT=${srv.port}\nNQN=${srv.nqn.guest!}\nMB=${GUEST_MB}\n`;
+    const r = await runGuest(ours + (await fs.promises.readFile(nvmetScript, 'utf8')), { timeoutMs });
     if (r.code !== 0) throw new Error(`guest dd against our target failed (exit ${r.code}):\n${r.output.slice(-3000)}`);
-    ours = parseDd(r.output, 'our target');
+    oursDd = parseDd(r.output, 'our target');
     ourRunSecs = r.seconds;
   } finally {
     await unserve(srv);
@@ -288,7 +256,7 @@ async function guestDd(dir: string, fsync: boolean): Promise<{ ours: GuestDd; nv
   console.log(`  guest: dd against the guest kernel's nvmet-tcp (hack/guest/nvmet-dd.sh)`);
   const n = await runGuest(await fs.promises.readFile(nvmetScript, 'utf8'), { timeoutMs });
   if (n.code !== 0) throw new Error(`hack/guest/nvmet-dd.sh failed (exit ${n.code}):\n${n.output.slice(-3000)}`);
-  return { ours, nvmet: parseDd(n.output, 'nvmet-dd.sh'), ourRunSecs, nvmetRunSecs: n.seconds };
+  return { ours: oursDd, nvmet: parseDd(n.output, 'nvmet-dd.sh'), ourRunSecs, nvmetRunSecs: n.seconds };
 }
 
 // ---------------------------------------------------------------- main
