@@ -1,23 +1,11 @@
 import assert from 'node:assert/strict';
 import { Store } from '../capsule/store.js';
 import { validatePolicy } from '../capsule/policy.js';
-import { SpaceError } from '../capsule/errors.js';
 import type { ChangeEvent } from '../capsule/types.js';
 import { tmpDir, rmrf, prand, chunks, segmentFiles } from './helpers/tmp.js';
+import { rejectsWith } from './helpers/assert.js';
 
 const SEG = 4096;
-
-async function rejectsWith(p: Promise<unknown>, code: string, re?: RegExp): Promise<SpaceError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof SpaceError, `expected SpaceError, got ${e}`);
-    assert.equal(e.code, code, e.message);
-    if (re) assert.match(e.message, re);
-    return e;
-  }
-  assert.fail(`expected ${code}`);
-}
 
 /** `data` with [from, to) zeroed (a copy). */
 function zeroed(data: Buffer, ...ranges: [number, number][]): Buffer {

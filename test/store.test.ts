@@ -3,26 +3,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Store } from '../capsule/store.js';
 import { validatePolicy, type Policy } from '../capsule/policy.js';
-import { SpaceError } from '../capsule/errors.js';
 import { CodecPool } from '../capsule/codec-pool.js';
 import { tmpDir, rmrf, sha256, prand, chunks, segmentFiles } from './helpers/tmp.js';
+import { rejectsWith } from './helpers/assert.js';
 
 async function collect(it: AsyncIterable<Buffer>): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const c of it) parts.push(c);
   return Buffer.concat(parts);
-}
-
-async function rejectsWith(p: Promise<unknown>, code: string, re?: RegExp): Promise<SpaceError> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(e instanceof SpaceError, `expected SpaceError, got ${e}`);
-    assert.equal(e.code, code, e.message);
-    if (re) assert.match(e.message, re);
-    return e;
-  }
-  assert.fail(`expected ${code}`);
 }
 
 describe('capsule store', function () {
