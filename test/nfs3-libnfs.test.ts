@@ -15,8 +15,9 @@ import { NFS_PROGRAM, NFS_V3, Proc3 } from '../gateway/nfs/nfs3.js';
 import { MOUNT_PROGRAM, MOUNT_V3, MountProc } from '../gateway/nfs/mount3.js';
 import { Nfs3Status } from '../gateway/nfs/status.js';
 import { XdrWriter } from '../gateway/nfs/xdr.js';
-import { tmpDir, rmrf, sha256, prand, chunks } from './helpers/tmp.js';
+import { tmpDir, rmrf, sha256, prand } from './helpers/tmp.js';
 import { mustRun, needLibnfs, run } from './helpers/libnfs.js';
+import { seedPhotos } from './helpers/nfs-fixture.js';
 
 /** MNT + LOOKUPs with a bare RPC client: file handles to hold across a restart. */
 async function handleOf(port: number, exportPath: string, rel: string[]): Promise<Buffer> {
@@ -98,10 +99,7 @@ describe('nfs3 with the libnfs client', function () {
     dir = tmpDir('space-nfs-');
     work = tmpDir('space-nfs-work-');
     store = Store.open(dir);
-    await store.create({ name: 'photos' });
-    await store.put('photos', 'readme.txt', chunks(Buffer.from('capsule over nfs\n')));
-    await store.put('photos', 'album/one.jpg', chunks(photo));
-    await store.mkdir('photos', 'empty');
+    await seedPhotos(store, photo);
     nfs = await NfsServer.listen({ store, host: '127.0.0.1', port: 0, mountPort: 0 });
     ({ port, mountPort } = nfs.address());
     await nfs.addExport({ ref: 'photos' });

@@ -17,6 +17,7 @@ import { CompoundBuilder, Nfs4TestClient, type CompoundReply } from '../gateway/
 import { Attr, NFS4_PROGRAM, NFS_V4, Op, Proc4, Status4 } from '../gateway/nfs/v4/constants.js';
 import type { Stateid } from '../gateway/nfs/v4/state.js';
 import { chunks, prand, rmrf, sha256, tmpDir } from './helpers/tmp.js';
+import { seedPhotos } from './helpers/nfs-fixture.js';
 
 const ANON: Stateid = { seqid: 0, other: Buffer.alloc(12) };
 
@@ -73,10 +74,7 @@ describe('nfs4 COMPOUND (protocol level)', function () {
   before(async () => {
     dir = tmpDir('space-nfs4-');
     store = Store.open(dir);
-    await store.create({ name: 'photos' });
-    await store.put('photos', 'readme.txt', chunks(Buffer.from('capsule over nfs\n')));
-    await store.put('photos', 'album/one.jpg', chunks(payload));
-    await store.mkdir('photos', 'empty');
+    await seedPhotos(store, payload);
     await start();
   });
 

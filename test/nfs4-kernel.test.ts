@@ -23,6 +23,7 @@ import { startGateway, type Gateway } from '../gateway/server.js';
 import { controlServer } from './helpers/guest-control.js';
 import { guestAvailability, runGuest, type GuestResult } from './helpers/guest.js';
 import { chunks, prand, rmrf, sha256, tmpDir } from './helpers/tmp.js';
+import { seedPhotos } from './helpers/nfs-fixture.js';
 
 /** lseek(SEEK_DATA/SEEK_HOLE), fallocate(PUNCH_HOLE) and fcntl locks for the guest, which has no tool for them. */
 const SPARSE_C = `
@@ -111,10 +112,7 @@ describe('NFS with the Linux kernel client (QEMU guest)', function () {
     }
     dir = tmpDir('space-nfs4-kernel-');
     store = Store.open(path.join(dir, 'data'));
-    await store.create({ name: 'photos' });
-    await store.put('photos', 'readme.txt', chunks(Buffer.from('capsule over nfs\n')));
-    await store.put('photos', 'album/one.jpg', chunks(photo));
-    await store.mkdir('photos', 'empty');
+    await seedPhotos(store, photo);
     await serve();
     control = await controlServer(async ([cmd, ...args]) => {
       const p = args.join('/');

@@ -9,8 +9,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Store } from '../capsule/store.js';
 import { NfsServer } from '../gateway/nfs/server.js';
-import { chunks, prand, rmrf, sha256, tmpDir } from './helpers/tmp.js';
+import { prand, rmrf, sha256, tmpDir } from './helpers/tmp.js';
 import { mustRun, needLibnfs, run } from './helpers/libnfs.js';
+import { seedPhotos } from './helpers/nfs-fixture.js';
 
 describe('nfs4 with the libnfs client', function () {
   this.timeout(180_000);
@@ -30,10 +31,7 @@ describe('nfs4 with the libnfs client', function () {
     dir = tmpDir('space-nfs4-');
     work = tmpDir('space-nfs4-work-');
     store = Store.open(dir);
-    await store.create({ name: 'photos' });
-    await store.put('photos', 'readme.txt', chunks(Buffer.from('capsule over nfs\n')));
-    await store.put('photos', 'album/one.jpg', chunks(photo));
-    await store.mkdir('photos', 'empty');
+    await seedPhotos(store, photo);
     nfs = await NfsServer.listen({ store, host: '127.0.0.1', port: 0, mountPort: 0 });
     port = nfs.address().port;
     await nfs.addExport({ ref: 'photos' });

@@ -1,0 +1,13 @@
+import type { Store } from '../../capsule/store.js';
+import { chunks } from './tmp.js';
+
+/**
+ * The capsule the NFS suites export: "photos" with readme.txt ("capsule over nfs\n"),
+ * album/one.jpg (`photo`) and an empty directory.
+ */
+export async function seedPhotos(store: Store, photo: Buffer): Promise<void> {
+  await store.create({ name: 'photos' });
+  await store.put('photos', 'readme.txt', chunks(Buffer.from('capsule over nfs\n')));
+  await store.put('photos', 'album/one.jpg', chunks(photo));
+  await store.mkdir('photos', 'empty');
+}
