@@ -32,6 +32,24 @@ export interface Listing {
   epoch: number;
 }
 
+/**
+ * READDIR cookies of both NFS versions: a child's cookie is its inode number plus this (the
+ * values below are the start of a listing, "." and ".."), so cookies survive renames of siblings.
+ */
+export const CHILD_COOKIE_BASE = 2;
+
+/** Index of the first child (listings are sorted by inode) whose cookie is past `cookie`. */
+export function resumeIndex(children: readonly { attr: { ino: number } }[], cookie: number): number {
+  let lo = 0;
+  let hi = children.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (children[mid]!.attr.ino + CHILD_COOKIE_BASE <= cookie) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /** Directory listings are reused between the READDIR calls of one walk for this long. */
 const LISTING_TTL_MS = 2000;
 const MAX_LISTINGS = 64;

@@ -20,7 +20,7 @@ import {
 } from './attrs.js';
 import type { NfsContext, Target } from './context.js';
 import { FH_SIZE, NFS3_FHSIZE } from './handles.js';
-import { childPath } from './inodes.js';
+import { CHILD_COOKIE_BASE, childPath, resumeIndex } from './inodes.js';
 import type { RpcCall, RpcProcedure, RpcProgram } from './rpc.js';
 import { Nfs3Status, NfsError, statusOf } from './status.js';
 import { pad4, type XdrReader, type XdrWriter } from './xdr.js';
@@ -610,7 +610,7 @@ export function nfs3Program(ctx: NfsContext): RpcProgram {
  */
 const COOKIE_DOT = 1;
 const COOKIE_DOTDOT = 2;
-const COOKIE_BASE = 2;
+const COOKIE_BASE = CHILD_COOKIE_BASE;
 
 /** Fixed part of READDIR3resok: status, post_op_attr, verifier, end of list, eof. */
 const DIR_OVERHEAD = 4 + 4 + FATTR3_SIZE + 8 + 4 + 4;
@@ -655,17 +655,7 @@ async function readdir(ctx: NfsContext, call: RpcCall, res: XdrWriter, plus: boo
     const listing = await t.view.listing(t.ino, t.path);
     const children = listing.entries;
     // Where to resume: the first child whose cookie is past the one given.
-    let childFrom = 0;
-    if (cookie > COOKIE_DOTDOT) {
-      let lo = 0;
-      let hi = children.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (children[mid]!.attr.ino + COOKIE_BASE <= cookie) lo = mid + 1;
-        else hi = mid;
-      }
-      childFrom = lo;
-    }
+    const childFrom = cookie > COOKIE_DOTDOT ? resumeIndex(children, cookie) : 0;
     const items: DirItem[] = [];
     if (cookie < COOKIE_DOT) items.push({ name: '.', cookie: COOKIE_DOT, attr: dirA });
     if (cookie < COOKIE_DOTDOT) {

@@ -16,7 +16,7 @@ import { ROOT_INO } from '../../../../capsule/schema.js';
 import type { FileAttr, SetAttr } from '../../../../capsule/types.js';
 import type { Target } from '../../context.js';
 import type { NfsExport } from '../../exports.js';
-import { childPath } from '../../inodes.js';
+import { CHILD_COOKIE_BASE, childPath, resumeIndex } from '../../inodes.js';
 import { NfsError, statusOf } from '../../status.js';
 import { XdrWriter } from '../../xdr.js';
 import {
@@ -30,7 +30,7 @@ import { checkName, isNotFound, readComponent, writable, writeChangeInfo } from 
 
 /** Largest READDIR reply built, whatever the client asks for. */
 const MAX_DIR_REPLY = 1 << 20;
-const COOKIE_BASE = 2;
+const COOKIE_BASE = CHILD_COOKIE_BASE;
 const PSEUDO_COOKIE_BASE = 3;
 /** READDIR4resok around the entries: verifier, end-of-list, eof (and the op header). */
 const DIR_OVERHEAD = 8 + 4 + 4 + 8;
@@ -276,17 +276,7 @@ async function* pseudoEntries(c: Compound, path: string, cookie: number): AsyncG
 async function* fsEntries(c: Compound, t: Target, cookie: number): AsyncGenerator<DirEntry4> {
   const listing = await t.view.listing(t.ino, t.path);
   const children = listing.entries;
-  let from = 0;
-  if (cookie > COOKIE_BASE) {
-    let lo = 0;
-    let hi = children.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (children[mid]!.attr.ino + COOKIE_BASE <= cookie) lo = mid + 1;
-      else hi = mid;
-    }
-    from = lo;
-  }
+  const from = cookie > COOKIE_BASE ? resumeIndex(children, cookie) : 0;
   const nested = c.env.pseudo.hasNested(t.exp);
   for (let i = from; i < children.length; i++) {
     const d = children[i]!;
