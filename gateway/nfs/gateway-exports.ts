@@ -7,7 +7,7 @@
 import { SpaceError } from '../../capsule/errors.js';
 import type { Logger } from '../../capsule/log.js';
 import type { Store } from '../../capsule/store.js';
-import { joinHostPort, parseHostPort } from '../address.js';
+import { LazyListeners } from '../listeners.js';
 import type { ExportBackend, ExportInfo, ExportSpec } from '../views-api.js';
 import { NfsServer } from './server.js';
 
@@ -22,34 +22,21 @@ interface Entry {
 
 export class NfsExports implements ExportBackend {
   readonly protocol = 'nfs' as const;
-  private readonly servers = new Map<string, Promise<NfsServer>>();
+  private readonly servers: LazyListeners<NfsServer>;
   private readonly entries = new Map<string, Entry>();
   private readonly defaultListen: string;
 
-  constructor(private readonly store: Store, private readonly logger: Logger, defaultListen = DEFAULT_NFS_LISTEN, private readonly mountPort = DEFAULT_MOUNT_PORT) {
-    this.defaultListen = normalizeListen(defaultListen);
-  }
-
-  private server(listen: string): Promise<NfsServer> {
-    let s = this.servers.get(listen);
-    if (!s) {
-      const { host, port } = parseHostPort(listen, 'nfs listen');
-      const mountPort = listen === this.defaultListen && port !== 0 ? this.mountPort : 0;
-      s = NfsServer.listen({ store: this.store, host, port, mountPort, logger: this.logger.child({ listen }) });
-      this.servers.set(listen, s);
-      s.catch(() => this.servers.delete(listen));
-    }
-    return s;
+  constructor(store: Store, logger: Logger, defaultListen = DEFAULT_NFS_LISTEN, mountPort = DEFAULT_MOUNT_PORT) {
+    this.servers = new LazyListeners('NFS', (host, port, listen) => NfsServer.listen({
+      store, host, port, logger: logger.child({ listen }),
+      mountPort: listen === this.defaultListen && port !== 0 ? mountPort : 0,
+    }));
+    this.defaultListen = this.servers.normalize(defaultListen);
   }
 
   async export(spec: ExportSpec): Promise<ExportInfo> {
-    const listen = normalizeListen(spec.listen ?? this.defaultListen);
-    let server: NfsServer;
-    try {
-      server = await this.server(listen);
-    } catch (e) {
-      throw new SpaceError('UNAVAILABLE', `cannot listen for NFS on ${listen}: ${(e as Error).message}`, { cause: e });
-    }
+    const listen = this.servers.normalize(spec.listen ?? this.defaultListen);
+    const server = await this.servers.get(listen);
     const added = await server.addExport({ ref: spec.ref, readOnly: spec.readOnly, allowedClients: spec.allowed ?? [], ...(spec.name ? { path: spec.name } : {}) });
     const entry = { listen, server, since: new Date().toISOString() };
     this.entries.set(added.path, entry);
@@ -61,10 +48,7 @@ export class NfsExports implements ExportBackend {
     if (!e) throw new SpaceError('NOT_FOUND', `no NFS export ${name}`);
     this.entries.delete(name);
     await e.server.removeExport(name);
-    if (![...this.entries.values()].some((x) => x.listen === e.listen)) {
-      this.servers.delete(e.listen);
-      await e.server.close();
-    }
+    if (![...this.entries.values()].some((x) => x.listen === e.listen)) await this.servers.release(e.listen, e.server);
   }
 
   list(): ExportInfo[] {
@@ -84,14 +68,7 @@ export class NfsExports implements ExportBackend {
   }
 
   async closeAll(): Promise<void> {
-    const servers = [...this.servers.values()];
-    this.servers.clear();
     this.entries.clear();
-    for (const s of servers) await (await s.catch(() => undefined))?.close();
+    await this.servers.closeAll();
   }
-}
-
-function normalizeListen(listen: string): string {
-  const { host, port } = parseHostPort(listen, 'nfs listen');
-  return joinHostPort(host, port);
 }

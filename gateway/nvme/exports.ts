@@ -5,7 +5,7 @@
 import { SpaceError } from '../../capsule/errors.js';
 import type { Logger } from '../../capsule/log.js';
 import type { Store } from '../../capsule/store.js';
-import { joinHostPort, parseHostPort } from '../address.js';
+import { LazyListeners } from '../listeners.js';
 import type { ExportBackend, ExportInfo, ExportSpec } from '../views-api.js';
 import { NvmeTarget } from './target.js';
 
@@ -19,33 +19,19 @@ interface Entry {
 
 export class NvmeExports implements ExportBackend {
   readonly protocol = 'nvme' as const;
-  private readonly targets = new Map<string, Promise<NvmeTarget>>();
+  private readonly targets: LazyListeners<NvmeTarget>;
   /** Subsystem NQN → where it is served. */
   private readonly entries = new Map<string, Entry>();
+  private readonly defaultListen: string;
 
-  constructor(private readonly store: Store, private readonly logger: Logger, private readonly defaultListen = DEFAULT_NVME_LISTEN) {
-    parseHostPort(defaultListen, 'nvme listen');
-  }
-
-  private target(listen: string): Promise<NvmeTarget> {
-    let t = this.targets.get(listen);
-    if (!t) {
-      const { host, port } = parseHostPort(listen, 'nvme listen');
-      t = NvmeTarget.listen({ store: this.store, host, port, logger: this.logger.child({ listen }) });
-      this.targets.set(listen, t);
-      t.catch(() => this.targets.delete(listen));
-    }
-    return t;
+  constructor(store: Store, logger: Logger, defaultListen = DEFAULT_NVME_LISTEN) {
+    this.targets = new LazyListeners('NVMe/TCP', (host, port, listen) => NvmeTarget.listen({ store, host, port, logger: logger.child({ listen }) }));
+    this.defaultListen = this.targets.normalize(defaultListen);
   }
 
   async export(spec: ExportSpec): Promise<ExportInfo> {
-    const listen = normalizeListen(spec.listen ?? this.defaultListen);
-    let target: NvmeTarget;
-    try {
-      target = await this.target(listen);
-    } catch (e) {
-      throw new SpaceError('UNAVAILABLE', `cannot listen for NVMe/TCP on ${listen}: ${(e as Error).message}`, { cause: e });
-    }
+    const listen = this.targets.normalize(spec.listen ?? this.defaultListen);
+    const target = await this.targets.get(listen);
     const sub = await target.addSubsystem({
       ref: spec.ref, nqn: spec.name, readOnly: spec.readOnly, allowedHosts: spec.allowed, blockSize: spec.blockSize, file: spec.file,
     });
@@ -60,11 +46,7 @@ export class NvmeExports implements ExportBackend {
     const target = e.target;
     this.entries.delete(name);
     await target.removeSubsystem(name);
-    // A listener nobody uses any more is closed (the port becomes free again).
-    if (![...this.entries.values()].some((x) => x.listen === e.listen)) {
-      this.targets.delete(e.listen);
-      await target.close();
-    }
+    if (![...this.entries.values()].some((x) => x.listen === e.listen)) await this.targets.release(e.listen, target);
   }
 
   list(): ExportInfo[] {
@@ -85,14 +67,7 @@ export class NvmeExports implements ExportBackend {
   }
 
   async closeAll(): Promise<void> {
-    const targets = [...this.targets.values()];
-    this.targets.clear();
     this.entries.clear();
-    for (const t of targets) await (await t.catch(() => undefined))?.close();
+    await this.targets.closeAll();
   }
-}
-
-function normalizeListen(listen: string): string {
-  const { host, port } = parseHostPort(listen, 'nvme listen');
-  return joinHostPort(host, port);
 }
