@@ -17,7 +17,7 @@ import { Nfs3Status } from '../gateway/nfs/status.js';
 import { XdrWriter } from '../gateway/nfs/xdr.js';
 import { tmpDir, rmrf, sha256, prand } from './helpers/tmp.js';
 import { mustRun, needLibnfs, run } from './helpers/libnfs.js';
-import { seedPhotos } from './helpers/nfs-fixture.js';
+import { exportPhotos, seedPhotos } from './helpers/nfs-fixture.js';
 
 /** MNT + LOOKUPs with a bare RPC client: file handles to hold across a restart. */
 async function handleOf(port: number, exportPath: string, rel: string[]): Promise<Buffer> {
@@ -102,8 +102,7 @@ describe('nfs3 with the libnfs client', function () {
     await seedPhotos(store, photo);
     nfs = await NfsServer.listen({ store, host: '127.0.0.1', port: 0, mountPort: 0 });
     ({ port, mountPort } = nfs.address());
-    await nfs.addExport({ ref: 'photos' });
-    await nfs.addExport({ ref: 'photos', path: '/archive/photos-ro', readOnly: true });
+    await exportPhotos(nfs);
   });
 
   afterEach(async () => {

@@ -23,7 +23,7 @@ import { startGateway, type Gateway } from '../gateway/server.js';
 import { controlServer } from './helpers/guest-control.js';
 import { guestAvailability, runGuest, type GuestResult } from './helpers/guest.js';
 import { chunks, prand, rmrf, sha256, tmpDir } from './helpers/tmp.js';
-import { seedPhotos } from './helpers/nfs-fixture.js';
+import { exportPhotos, seedPhotos } from './helpers/nfs-fixture.js';
 
 /** lseek(SEEK_DATA/SEEK_HOLE), fallocate(PUNCH_HOLE) and fcntl locks for the guest, which has no tool for them. */
 const SPARSE_C = `
@@ -91,8 +91,7 @@ describe('NFS with the Linux kernel client (QEMU guest)', function () {
     api = new GatewayClient(`127.0.0.1:${gw.grpcPort}`);
     nfs = await NfsServer.listen({ store, host: '127.0.0.1', port, mountPort, logger });
     ({ port, mountPort } = nfs.address());
-    await nfs.addExport({ ref: 'photos' });
-    await nfs.addExport({ ref: 'photos', path: '/archive/photos-ro', readOnly: true });
+    await exportPhotos(nfs);
   }
 
   const shaOf = async (p: string): Promise<string> => {

@@ -11,7 +11,7 @@ import { Store } from '../capsule/store.js';
 import { NfsServer } from '../gateway/nfs/server.js';
 import { prand, rmrf, sha256, tmpDir } from './helpers/tmp.js';
 import { mustRun, needLibnfs, run } from './helpers/libnfs.js';
-import { seedPhotos } from './helpers/nfs-fixture.js';
+import { exportPhotos, seedPhotos } from './helpers/nfs-fixture.js';
 
 describe('nfs4 with the libnfs client', function () {
   this.timeout(180_000);
@@ -34,8 +34,7 @@ describe('nfs4 with the libnfs client', function () {
     await seedPhotos(store, photo);
     nfs = await NfsServer.listen({ store, host: '127.0.0.1', port: 0, mountPort: 0 });
     port = nfs.address().port;
-    await nfs.addExport({ ref: 'photos' });
-    await nfs.addExport({ ref: 'photos', path: '/archive/photos-ro', readOnly: true });
+    await exportPhotos(nfs);
   });
 
   afterEach(async () => {

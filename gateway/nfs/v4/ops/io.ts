@@ -175,14 +175,20 @@ export function ioOps(): Map<number, OpDef> {
     },
   });
 
+  /** ALLOCATE and DEALLOCATE args: stateid, offset, length, on a writable file opened for writing. */
+  const writableRange = async (c: Parameters<typeof fileTarget>[0], r: Parameters<typeof readStateid>[0]) => {
+    const sid = readStateid(r);
+    const offset = r.uint64();
+    const length = r.uint64();
+    const t = await fileTarget(c);
+    writable(t);
+    c.checkIo(sid, t, true);
+    return { offset, length, t };
+  };
+
   ops.set(Op.ALLOCATE, {
     handler: async (c, r) => {
-      const sid = readStateid(r);
-      const offset = r.uint64();
-      const length = r.uint64();
-      const t = await fileTarget(c);
-      writable(t);
-      c.checkIo(sid, t, true);
+      const { offset, length, t } = await writableRange(c, r);
       if (offset + length > MAX_FILE_SIZE) return { status: Status4.FBIG };
       const id = t.exp.capsuleId;
       const a = await store(c).getattr(id, t.path);
@@ -196,12 +202,7 @@ export function ioOps(): Map<number, OpDef> {
 
   ops.set(Op.DEALLOCATE, {
     handler: async (c, r) => {
-      const sid = readStateid(r);
-      const offset = r.uint64();
-      const length = r.uint64();
-      const t = await fileTarget(c);
-      writable(t);
-      c.checkIo(sid, t, true);
+      const { offset, length, t } = await writableRange(c, r);
       const punch = store(c).punchHole;
       if (!punch) return { status: Status4.NOTSUPP };
       if (offset > MAX_FILE_SIZE) return { status: Status4.FBIG };
