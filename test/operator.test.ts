@@ -173,6 +173,23 @@ describe('operator (standalone: embedded API, real gateway)', function () {
     assert.equal(await fs.promises.readFile(path.join(mp, 'content'), 'utf8'), 'Hello from Space: one capsule, many views.\n');
   });
 
+  it('a view whose listen port is taken says so (ListenFailed) instead of failing silently', async () => {
+    const busy = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => busy.once('listening', r));
+    try {
+      const port = (busy.address() as net.AddressInfo).port;
+      await apply({ apiVersion: 'space.io/v1alpha1', kind: 'CapsuleView', metadata: { name: 'busy-nvme', namespace: 'default' }, spec: { capsuleRef: { name: 'scratch' }, protocol: 'nvme', options: { listen: `127.0.0.1:${port}`, nqn: 'nqn.2024-11.io.space:test:busy' } } });
+      const v = await eventually('ListenFailed', async () => {
+        const o = await getView('busy-nvme');
+        return cond(o, 'Ready')?.reason === 'ListenFailed' ? o : undefined;
+      });
+      assert.equal(status(v).phase, 'Pending');
+      assert.match(String(cond(v, 'Ready')?.message), /cannot listen for NVMe\/TCP on 127\.0\.0\.1:\d+.*EADDRINUSE/);
+    } finally {
+      busy.close();
+    }
+  });
+
   it('a view of a missing capsule waits with a clear condition and recovers when the capsule appears', async () => {
     await apply({ apiVersion: 'space.io/v1alpha1', kind: 'CapsuleView', metadata: { name: 'late-view', namespace: 'default' }, spec: { capsuleRef: { name: 'late' }, protocol: 'csi' } });
     const waiting = await eventually('CapsuleNotFound', async () => {

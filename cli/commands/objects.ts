@@ -305,8 +305,9 @@ async function waitReady(store: ObjectStore, items: { kind: KindInfo; obj: KubeO
       if (ready?.status === 'True') {
         out(`${name} ready`);
         left.delete(name);
-      } else if (ready?.reason === 'ProtocolUnavailable') {
-        // Settled: this gateway does not serve the protocol; waiting longer changes nothing.
+      } else if (ready?.reason === 'ProtocolUnavailable' || ready?.reason === 'ListenFailed') {
+        // Settled for now: the protocol is not served, or its port is taken by something else
+        // (retried in the background); waiting here changes nothing.
         err(`spacectl: ${name} not served: ${ready.message}`);
         left.delete(name);
       } else if (kind.type.kind === 'FederationZone' && ready) {

@@ -22,8 +22,8 @@ export type Endpoint = NonNullable<CapsuleViewStatus['endpoint']>;
 /** The outcome of asking a driver to serve a view. */
 export type ServeResult =
   | { ok: true; endpoint: Endpoint }
-  /** The gateway cannot serve this protocol (yet): a condition, not a retry loop. */
-  | { ok: false; reason: string; message: string };
+  /** The gateway cannot serve this protocol (yet): a condition; retried after `retryAfterMs` if given. */
+  | { ok: false; reason: string; message: string; retryAfterMs?: number };
 
 export interface ViewDriver {
   protocol: string;
@@ -108,7 +108,7 @@ export class CapsuleViewReconciler {
       await pending('GatewayError', errorMessage(e)).catch(() => {});
       throw e;
     }
-    if (!served.ok) return pending(served.reason, served.message);
+    if (!served.ok) return pending(served.reason, served.message, served.retryAfterMs);
 
     const answers = await driver.probe(view, served.endpoint, gw).catch(() => false);
     if (!answers) return pending('EndpointNotAnswering', `${served.endpoint.url} does not answer yet`, this.d.probeRetryMs ?? 2000);

@@ -11,6 +11,8 @@ import type { GatewayHandle } from '../gateways.js';
 import type { Endpoint, ServeResult, ViewDriver } from './capsule-view.js';
 
 const PROBE_TIMEOUT_MS = 2000;
+/** A port held by something else may be freed: try again at this pace. */
+const LISTEN_RETRY_MS = 30_000;
 
 /** Default names are per view, so two views of one capsule (say rw and ro) never collide. */
 export function defaultExportName(protocol: ExportProtocol, view: CapsuleView): string {
@@ -47,6 +49,10 @@ export class ExportViewDriver implements ViewDriver {
     } catch (e) {
       // A gateway without this protocol's server says so: a condition, not a retry loop.
       if (e instanceof SpaceError && e.code === 'FAILED_PRECONDITION') return { ok: false, reason: 'ProtocolUnavailable', message: e.message };
+      // The listen address is taken (say, by a kernel nfsd on 2049): say so, and retry slowly.
+      if (e instanceof SpaceError && e.code === 'UNAVAILABLE' && /^cannot listen/.test(e.message)) {
+        return { ok: false, reason: 'ListenFailed', message: e.message, retryAfterMs: LISTEN_RETRY_MS };
+      }
       throw e;
     }
     return { ok: true, endpoint: this.endpoint(current, gw) };
