@@ -1520,7 +1520,7 @@ export class Store implements CapsuleApi {
       const c = byDomain.get(s.domain);
       if (!c) continue; // no capsule left in that domain: unreferenced, GC will take it
       try {
-        decodeSegment(s.id, blob, c.keys.hashKey, this.dataKeyById);
+        decodeSegment(s.id, blob, c.keys.hashKey, this.dataKeyById, true);
       } catch (e) {
         report(s.id, (e as Error).message);
       }
