@@ -52,7 +52,7 @@ import {
   syncAndDrop, table, writeResult,
 } from './common.js';
 import type { FsInfo, Job, Reply } from './nfs/meta-client.js';
-import { Profiler, summarize, type ProfileSummary } from './nfs/profile.js';
+import { Profiler, summarize, type ProfileSummary } from './profile.js';
 
 const NAME = 'nfs';
 const HOST = '127.0.0.1';

@@ -55,7 +55,8 @@
  * Targets (from the issue): seq read and write >= 0.6 x raw TCP; 4 KiB random QD32 >= 40k IOPS.
  *
  * Env: BENCH_SIZE_MB, BENCH_REPS, BENCH_QD, BENCH_RAND_QD, BENCH_SECONDS, BENCH_COLD,
- * BENCH_NVME_CRYPTO, BENCH_NVME_FSYNC, BENCH_GUEST, BENCH_GUEST_TIMEOUT_S (default 400),
+ * BENCH_NVME_CRYPTO, BENCH_NVME_FSYNC, BENCH_NVME_PROFILE=1 (one more warm read pass under the main
+ * thread's CPU profiler, not counted; summary printed, .cpuprofile in .bench-out/), BENCH_GUEST, BENCH_GUEST_TIMEOUT_S (default 400),
  * BENCH_JOB_TIMEOUT_S (one client job, default 600).
  * Run: npx tsc -p . && node dist/bench/nvme.js
  */
@@ -67,9 +68,10 @@ import path from 'node:path';
 import { Store } from '../capsule/store.js';
 import { validatePolicy } from '../capsule/policy.js';
 import { NvmeTarget } from '../gateway/nvme/target.js';
+import { Profiler, summarize } from './profile.js';
 import { guestAvailability, runGuest, REPO } from '../test/helpers/guest.js';
 import {
-  DIST_BENCH, MiB, envInt, exitWhenDone, median, meta, now, rmrf, round, scratchDir, sizeMiB, sync, syncAndDrop, table, writeResult,
+  DIST_BENCH, MiB, OUT_DIR, envInt, exitWhenDone, median, meta, now, rmrf, round, scratchDir, sizeMiB, sync, syncAndDrop, table, writeResult,
 } from './common.js';
 import {
   FrameReader, OP_READ, OP_RESP, OP_WRITE, header,
@@ -274,6 +276,7 @@ async function main(): Promise<void> {
   const fsync = envInt('BENCH_NVME_FSYNC', 0) === 1;
   const withCrypto = envInt('BENCH_NVME_CRYPTO', 1) === 1;
   const withCold = envInt('BENCH_COLD', 1) === 1;
+  const profileRead = envInt('BENCH_NVME_PROFILE', 0) === 1;
   const cachedRange = Math.min(bytes, CACHE_BYTES / 2);
   const dir = scratchDir('nvme');
   console.log(`nvme: ${sizeMB} MiB namespace, 128 KiB sequential at QD${qd}, 4 KiB random at QD${randQd} for ${seconds} s, ` +
@@ -353,6 +356,21 @@ async function main(): Promise<void> {
       console.log(`  rep ${rep + 1}/${reps} (${round((now() - t0) / 1000, 1)} s): tcp write ${g(m.tcpWrite)} GB/s, disk bound ${g(m.disk)}, nvme write+flush ${g(m.write)} ` +
         `(flush ${round(m.write[rep]!.flushSecs! * 1000)} ms); tcp read ${g(m.tcpRead)}, nvme read ${g(m.read1)} / ${g(m.read2)}, cached ${g(m.cached)}` +
         (withCrypto ? `; encrypted write ${g(m.encWrite)}, read ${g(m.encRead)}` : ''));
+    }
+
+    if (profileRead) {
+      // not part of the figures: one more warm read pass under the main thread's profiler
+      const p = new Profiler();
+      await p.start();
+      const c0 = process.cpuUsage();
+      const r = await nvmeRead(PLAIN);
+      fs.mkdirSync(OUT_DIR, { recursive: true });
+      const s = summarize(await p.stop(path.join(OUT_DIR, 'nvme-read.cpuprofile')));
+      const cpu = process.cpuUsage(c0);
+      console.log(`  profile read: ${round(gbps(r), 3)} GB/s, main thread busy ${round(s.busyMs / 1000, 2)} s of ${round(s.totalMs / 1000, 2)},`
+        + ` process CPU ${round((cpu.user + cpu.system) / 1e6, 2)} s -> .bench-out/nvme-read.cpuprofile`);
+      for (const c of s.categories.slice(0, 8)) console.log(`    ${String(c.pct).padStart(5)} %  ${c.category}`);
+      for (const x of s.top.slice(0, 12)) console.log(`    ${String(x.pct).padStart(5)} %  ${x.fn}`);
     }
 
     if (!withCold) cold = { skipped: 'BENCH_COLD=0' };

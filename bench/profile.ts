@@ -1,5 +1,5 @@
 /**
- * CPU profiling of this process's main thread for one phase of the NFS benchmark (the inspector's
+ * CPU profiling of this process's main thread for one phase of a benchmark (NFS, NVMe/TCP) (the inspector's
  * sampling profiler, the same data `node --cpu-prof` writes), and a summary of where the time went:
  * self time per function, and per category (crypto, socket writes, file I/O, GC, idle, ...).
  *
@@ -85,6 +85,7 @@ function category(cf: CallFrame): string {
   if (/copy|concat|alloc|subarray|from/.test(fn) && /buffer/.test(url)) return 'buffer copies / allocation';
   if (/gateway\/nfs\/(xdr|rpc)/.test(url)) return 'RPC framing + XDR';
   if (/gateway\/nfs\//.test(url)) return 'NFS procedures';
+  if (/gateway\/nvme\//.test(url)) return 'NVMe/TCP transport + commands';
   if (/capsule\//.test(url)) return 'store (JS)';
   if (/^node:|internal\//.test(url) || url === '') return 'node internals / other native';
   return 'other JS';
