@@ -22,7 +22,7 @@ export type CodecJob =
   | { op: 'decode'; seq: number; id: string; blob?: ArrayBuffer; file?: string; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number };
 
 export type CodecResult =
-  | { seq: number; ok: true; id?: string | null; blob?: ArrayBuffer; plain?: ArrayBuffer; clen?: number; written?: boolean; missing?: boolean; needKey?: number; spent?: ArrayBuffer }
+  | { seq: number; ok: true; id?: string | null; blob?: ArrayBuffer; plain?: ArrayBuffer; plainOffset?: number; plainLength?: number; clen?: number; written?: boolean; missing?: boolean; needKey?: number; spent?: ArrayBuffer }
   | { seq: number; ok: false; error: string; spent?: ArrayBuffer };
 
 /** Spare copy buffers kept per size (see CodecPool.copyIn): enough for the writers in flight. */
@@ -190,7 +190,7 @@ export class CodecPool {
         key = { id: r.needKey, key: dataKeyFor(r.needKey) };
         continue;
       }
-      return Buffer.from(r.plain!);
+      return Buffer.from(r.plain!, r.plainOffset ?? 0, r.plainLength);
     }
     throw new Error('segment names a data key that cannot be resolved');
   }

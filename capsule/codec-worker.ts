@@ -70,6 +70,28 @@ function readIntoScratch(file: string): Buffer {
   }
 }
 
+/**
+ * A segment file read into a buffer of its own, for unencrypted capsules: the plaintext of an
+ * uncompressed segment is then a view of it and goes to the store as it is (transferred), where
+ * reading into the scratch buffer would cost one more copy of every segment.
+ */
+function readFresh(file: string): Buffer {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
+    const buf = Buffer.allocUnsafeSlow(size);
+    let off = 0;
+    while (off < size) {
+      const n = fs.readSync(fd, buf, off, size - off, off);
+      if (n === 0) break; // truncated underneath us: decoding reports the damage
+      off += n;
+    }
+    return buf.subarray(0, off);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** writev the parts, resuming after short writes. */
 function writeAll(fd: number, parts: Buffer[]): void {
   let rest = parts.filter((p) => p.length > 0);
@@ -107,7 +129,7 @@ parentPort!.on('message', (job: CodecJob) => {
       let blob: Buffer | null;
       if (job.file) {
         try {
-          blob = readIntoScratch(job.file);
+          blob = job.dataKey ? readIntoScratch(job.file) : readFresh(job.file);
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
           blob = null;
@@ -119,8 +141,13 @@ parentPort!.on('message', (job: CodecJob) => {
           if (job.dataKey && job.dataKeyId === keyId) return Buffer.from(job.dataKey);
           throw new NeedKey(keyId);
         });
-        const out = ownsBuffer(plain) ? plain : ownedCopy(plain);
-        res = { seq: job.seq, ok: true, plain: out.buffer as ArrayBuffer };
+        if (plain.buffer === blob.buffer && blob.buffer !== scratch.buffer) {
+          // a view of the buffer read for it alone: send that buffer, say where the bytes are
+          res = { seq: job.seq, ok: true, plain: plain.buffer as ArrayBuffer, plainOffset: plain.byteOffset, plainLength: plain.length };
+        } else {
+          const out = ownsBuffer(plain) ? plain : ownedCopy(plain);
+          res = { seq: job.seq, ok: true, plain: out.buffer as ArrayBuffer };
+        }
       }
     }
   } catch (e) {
