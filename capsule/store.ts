@@ -27,6 +27,7 @@ import { defaultPolicy, validatePolicy, type Policy } from './policy.js';
 import { normPath, parentAndName, splitPath } from './paths.js';
 import { HEAD, ROOT_INO, T_DIR, T_FILE, migrate } from './schema.js';
 import { decodeSegment, type SegmentKeys } from './segment-codec.js';
+import { SegmentReclaimer, type ReclaimReport } from './reclaim.js';
 import { isZero, sharedCodecPool, type CodecPool } from './codec-pool.js';
 import { SegmentFiles } from './segment-files.js';
 import { SegmentCache } from './cache.js';
@@ -48,6 +49,11 @@ export interface StoreOptions {
   maxDirtyBytes?: number;
   /** Segment crypto: a worker pool (default, shared per process) or inline on the event loop. */
   codecPool?: CodecPool;
+  /**
+   * Delete segments as soon as nothing references them (default true; see reclaim.ts). Off:
+   * they stay until `gc`.
+   */
+  reclaim?: boolean;
 }
 
 interface CapsuleRow {
@@ -143,6 +149,9 @@ export class Store implements CapsuleApi {
   private readonly pins = new Map<string, number>();
   private readonly maxDirty: number;
   private readonly codec: CodecPool;
+  private readonly reclaimer: SegmentReclaimer | undefined;
+  /** Segment encodes between the call and the pin of their result (see reclaim.ts). */
+  private encodesInFlight = 0;
   /** Segment loads in flight, so concurrent readers of one segment decode it once. */
   private readonly loading = new Map<string, Promise<Buffer>>();
   private readonly statements = new Map<string, Database.Statement>();
@@ -184,6 +193,16 @@ export class Store implements CapsuleApi {
       throw fromFsError(e, 'opening the metadata store');
     }
     this.recovery = this.recover(lock.staleRemoved);
+    if (opts.reclaim ?? true) {
+      this.reclaimer = new SegmentReclaimer(this.db, {
+        quiet: () => this.dirty.size === 0 && this.encodesInFlight === 0,
+        busy: (id) => this.pins.has(id) || this.loading.has(id),
+        removeFile: (id) => {
+          this.cache.delete(id);
+          return this.files.removeSync(id);
+        },
+      }, (r) => this.log.info('store.reclaimed', { ...r }));
+    }
     const r = this.recovery;
     if (r.tempFilesRemoved || r.orphanSegmentsRemoved || r.staleLockRemoved) this.log.info('store.recovered', { dir, ...r });
   }
@@ -211,6 +230,7 @@ export class Store implements CapsuleApi {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.flushAll();
+    this.reclaimer?.run(); // what the last writes freed, before the notes go with the connection
     this.closed = true;
     this.db.close();
     this.lock.release();
@@ -233,6 +253,7 @@ export class Store implements CapsuleApi {
         const run = statement.run.bind(statement);
         statement.run = (...args: unknown[]) => {
           this.mutations++;
+          this.reclaimer?.schedule();
           return run(...args);
         };
       }
@@ -644,10 +665,13 @@ export class Store implements CapsuleApi {
   private async storeSegment(c: Capsule, plain: Buffer, known: Set<string>, transfer = false): Promise<{ id: string; plen: number; clen: number } | null> {
     const plen = plain.length;
     let r: Awaited<ReturnType<CodecPool['encodeAndWrite']>>;
+    this.encodesInFlight++;
     try {
       r = await this.codec.encodeAndWrite(plain, c.policy.compression, c.keys, this.files.sink, transfer);
     } catch (e) {
       throw fromFsError(e, 'writing a segment');
+    } finally {
+      this.encodesInFlight--; // and, in the same turn, the pin below: no reclaim runs between
     }
     if (!r) return null;
     const { id, clen } = r;
@@ -1486,6 +1510,15 @@ export class Store implements CapsuleApi {
     }
     if (victims.length) this.log.info('store.gc', { segmentsRemoved: victims.length, bytesFreed });
     return { segmentsRemoved: victims.length, bytesFreed };
+  }
+
+  /**
+   * Delete now what prompt reclamation has noted (segments that lost their last reference since
+   * the store opened), if the store is quiet; it also happens by itself right after such changes.
+   */
+  reclaim(): ReclaimReport {
+    this.live();
+    return this.reclaimer?.run() ?? { segmentsRemoved: 0, bytesFreed: 0 };
   }
 
   /** Check every stored segment and every reference; problems name capsule, file and offset. */

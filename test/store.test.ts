@@ -151,6 +151,8 @@ describe('capsule store', function () {
   });
 
   it('garbage collection frees only unreferenced segments', async () => {
+    await store.close();
+    store = Store.open(dir, { reclaim: false }); // gc on its own (store-reclaim.test.ts has the rest)
     await store.create({ id: 'g1' });
     await store.create({ id: 'g2' });
     const shared = prand(1 << 20, 7);

@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { Store } from '../capsule/store.js';
+import { validatePolicy } from '../capsule/policy.js';
+import { tmpDir, rmrf, prand, chunks, segmentFiles } from './helpers/tmp.js';
+
+const SEG = 64 * 1024;
+const policy = validatePolicy({ segmentSize: '64KiB' });
+
+/** Wait (bounded) until `cond` holds: reclamation runs on its own, a turn or a retry later. */
+async function eventually(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(cond(), what);
+}
+
+describe('capsule store: prompt reclamation of unreferenced segments', function () {
+  let dir: string;
+  let store: Store;
+  beforeEach(() => {
+    dir = tmpDir();
+    store = Store.open(dir);
+  });
+  afterEach(async () => {
+    await store.close();
+    rmrf(dir);
+  });
+
+  it('an overwritten file gives its old segments back without gc, and the new data reads back', async () => {
+    await store.create({ id: 'o', policy });
+    await store.put('o', 'f', chunks(prand(8 * SEG, 1)));
+    assert.equal(segmentFiles(dir).length, 8);
+    const next = prand(8 * SEG, 2);
+    await store.put('o', 'f', chunks(next));
+    await eventually(() => segmentFiles(dir).length === 8, 'the first version\'s 8 segments are gone by themselves');
+    assert.deepEqual(await store.read('o', 'f', 0, next.length), next);
+    assert.equal((await store.storeStat()).segments, 8);
+    assert.deepEqual(await store.gc(), { segmentsRemoved: 0, bytesFreed: 0 }, 'nothing left for gc');
+    assert.equal((await store.fsck()).problems.length, 0);
+  });
+
+  it('truncate, unlink and capsule delete free what only they referenced', async () => {
+    await store.create({ id: 't', policy });
+    await store.put('t', 'a', chunks(prand(4 * SEG, 3)));
+    await store.put('t', 'b', chunks(prand(4 * SEG, 4)));
+    await store.truncate('t', 'a', SEG);
+    assert.equal(store.reclaim().segmentsRemoved, 3);
+    await store.unlink('t', 'b');
+    assert.equal(store.reclaim().segmentsRemoved, 4);
+    await store.delete('t');
+    assert.equal(store.reclaim().segmentsRemoved, 1);
+    assert.equal(segmentFiles(dir).length, 0);
+  });
+
+  it('keeps segments a snapshot, a clone or another file still references', async () => {
+    const shared = prand(2 * SEG, 5);
+    await store.create({ id: 's', policy });
+    await store.put('s', 'f', chunks(Buffer.concat([shared, prand(2 * SEG, 6)])));
+    await store.put('s', 'copy', chunks(shared)); // dedups against f's first two segments
+    await store.snapshot('s');
+    await store.clone('s', { id: 's-clone' });
+    await store.unlink('s', 'f');
+    await store.unlink('s', 'copy');
+    assert.equal(store.reclaim().segmentsRemoved, 0, 'the snapshot and the clone hold all four');
+    await store.delete('s');
+    assert.equal(store.reclaim().segmentsRemoved, 0, 'the clone still holds them');
+    assert.deepEqual(await store.read('s-clone', 'copy', 0, shared.length), shared);
+    await store.unlink('s-clone', 'copy');
+    assert.equal(store.reclaim().segmentsRemoved, 0, 'f in the clone shares those two');
+    await store.unlink('s-clone', 'f');
+    assert.equal(store.reclaim().segmentsRemoved, 4);
+    assert.equal((await store.fsck()).problems.length, 0);
+  });
+
+  it('waits while buffered writes are pending, then frees', async () => {
+    await store.create({ id: 'b', policy });
+    await store.put('b', 'old', chunks(prand(4 * SEG, 7)));
+    await store.createFile('b', 'new');
+    await store.writeBuffered('b', 'new', 0, prand(SEG / 2, 8)); // stays buffered (half a segment)
+    await store.unlink('b', 'old');
+    assert.equal(store.reclaim().segmentsRemoved, 0, 'not quiet: a buffered write is pending');
+    assert.equal(segmentFiles(dir).length, 4);
+    await store.flush('b', 'new');
+    await eventually(() => segmentFiles(dir).length === 1, 'freed once the buffer was flushed');
+  });
+
+  it('rewriting just-freed content (dedup) races reclamation without losing a segment', async () => {
+    await store.create({ id: 'r', policy });
+    const data = prand(6 * SEG, 9);
+    for (let round = 0; round < 20; round++) {
+      await store.put('r', 'f', chunks(data));
+      // the old copy's segments are noted as freed while the same content is stored again
+      await Promise.all([store.truncate('r', 'f', 0), store.put('r', `g${round % 3}`, chunks(data))]);
+      await store.put('r', 'f', chunks(data));
+      store.reclaim();
+      assert.deepEqual(await store.read('r', 'f', 0, data.length), data, `round ${round}`);
+    }
+    await store.close();
+    store = Store.open(dir); // nothing cached: every segment comes from its file
+    for (const f of ['f', 'g0', 'g1', 'g2']) assert.deepEqual(await store.read('r', f, 0, data.length), data);
+    assert.equal((await store.fsck()).problems.length, 0);
+  });
+
+  it('is off with { reclaim: false }: segments wait for gc', async () => {
+    await store.close();
+    store = Store.open(dir, { reclaim: false });
+    await store.create({ id: 'n', policy });
+    await store.put('n', 'f', chunks(prand(3 * SEG, 10)));
+    await store.unlink('n', 'f');
+    assert.equal(store.reclaim().segmentsRemoved, 0);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(segmentFiles(dir).length, 3);
+    assert.equal((await store.gc()).segmentsRemoved, 3);
+  });
+});
