@@ -101,6 +101,8 @@ export class CodecPool {
   }
 
   private run(job: CodecJob, transfer: ArrayBuffer[]): Promise<CodecResult> {
+    job.hashKey = compactKey(job.hashKey);
+    if (job.dataKey) job.dataKey = compactKey(job.dataKey);
     // Least busy, starting the scan at a rotating index so ties spread over every worker.
     const start = this.seq % this.slots.length;
     let slot = this.slots[start]!;
@@ -199,6 +201,20 @@ export class CodecPool {
     const slots = this.slots.splice(0);
     await Promise.all(slots.map((s) => s.worker.terminate()));
   }
+}
+
+const compactKeys = new WeakMap<Uint8Array, Uint8Array>();
+
+/**
+ * A key as a Uint8Array that owns its (32-byte) buffer. Keys often live in Node's shared 8 KiB
+ * allocation pool, and the structured clone of a view copies its whole ArrayBuffer: every job
+ * would carry 8 KiB or more per key to the worker instead of 32 bytes.
+ */
+function compactKey(key: Uint8Array): Uint8Array {
+  if (key.byteOffset === 0 && key.byteLength === key.buffer.byteLength) return key;
+  let c = compactKeys.get(key);
+  if (!c) compactKeys.set(key, (c = new Uint8Array(key)));
+  return c;
 }
 
 /** True when `b` is the whole of its ArrayBuffer, so transferring that buffer moves only `b`. */

@@ -483,7 +483,8 @@ export class Store implements CapsuleApi {
     return ino;
   }
 
-  private attr(c: Capsule, version: number, n: InodeRow): FileAttr {
+  /** `committed`: the file's committed extent bytes when the caller knows them (see getattr). */
+  private attr(c: Capsule, version: number, n: InodeRow, committed?: number): FileAttr {
     let size = n.size;
     let mtime = n.mtime;
     let allocated = 0;
@@ -494,7 +495,7 @@ export class Store implements CapsuleApi {
         size = d.size;
         mtime = d.mtimeMs;
       }
-      allocated = (this.stmt('SELECT COALESCE(SUM(len), 0) FROM extents WHERE capsule = ? AND version = ? AND ino = ?').pluck().get(c.row.id, version, n.ino) as number) + (d ? d.bytes() : 0);
+      allocated = (committed ?? this.committedBytes(c, version, n.ino)) + (d ? d.bytes() : 0);
       allocated = Math.min(allocated, Math.max(size, 0) + (d ? d.segSize : 0));
     } else {
       nlink = 2 + (this.stmt('SELECT COUNT(*) FROM inodes WHERE capsule = ? AND version = ? AND parent = ? AND type = ?').pluck().get(c.row.id, version, n.ino, T_DIR) as number);
@@ -502,11 +503,31 @@ export class Store implements CapsuleApi {
     return { ino: n.ino, type: n.type === T_DIR ? 'dir' : 'file', mode: n.mode, uid: n.uid, gid: n.gid, size, nlink, atimeMs: n.atime, mtimeMs: mtime, ctimeMs: n.ctime, allocated };
   }
 
+  private committedBytes(c: Capsule, version: number, ino: number): number {
+    return this.stmt('SELECT COALESCE(SUM(len), 0) FROM extents WHERE capsule = ? AND version = ? AND ino = ?').pluck().get(c.row.id, version, ino) as number;
+  }
+
+  /**
+   * Per path: the inode row and committed extent bytes of the last getattr, valid while no
+   * metadata has changed (`mutations`). Protocol views ask for attributes with every READ
+   * (NFS post-op attributes); the lookup walks the path and the sum reads every extent row of
+   * the file, a millisecond for a large file. Buffered (dirty) state is laid over them fresh.
+   */
+  private readonly attrMemos = new Map<string, { mutations: number; row: InodeRow; committed: number | undefined }>();
+
   async getattr(ref: string, p: string, version?: VersionSel): Promise<FileAttr> {
     const c = this.capsule(ref);
     p = normPath(p);
     const v = this.versionOf(c, version);
-    return this.attr(c, v, this.lookup(c, v, p));
+    const key = `${c.row.id}:${v}:${p}`;
+    let m = this.attrMemos.get(key);
+    if (!m || m.mutations !== this.mutations) {
+      const row = this.lookup(c, v, p);
+      if (this.attrMemos.size >= 1024) this.attrMemos.clear();
+      m = { mutations: this.mutations, row: { ...row }, committed: row.type === T_FILE ? this.committedBytes(c, v, row.ino) : undefined };
+      this.attrMemos.set(key, m);
+    }
+    return this.attr(c, v, m.row, m.committed);
   }
 
   async readdir(ref: string, p: string, version?: VersionSel): Promise<DirEntry[]> {
@@ -936,6 +957,27 @@ export class Store implements CapsuleApi {
    * The window moves in half-window steps, so a stream costs one range query per few segments,
    * and requests the kernel sends concurrently or slightly out of order do not re-issue loads.
    */
+  private readonly prefetchQueue = new Map<string, () => void>();
+
+  /** Run `prefetch` for a stream once the current event-loop turn is over (latest call wins). */
+  private prefetchSoon(streamKey: string, run: () => void): void {
+    if (this.prefetchQueue.size === 0) {
+      setImmediate(() => {
+        const queued = [...this.prefetchQueue.values()];
+        this.prefetchQueue.clear();
+        if (this.closed) return;
+        for (const f of queued) {
+          try {
+            f();
+          } catch {
+            // a read-ahead only: the reader's own read reports whatever went wrong
+          }
+        }
+      });
+    }
+    this.prefetchQueue.set(streamKey, run);
+  }
+
   private prefetch(c: Capsule, p: string, ino: number, streamKey: string, current: number, d: DirtyFile | undefined): void {
     const done = this.prefetchedTo.get(streamKey) ?? current;
     if (done >= current + READ_AHEAD / 2) return;
@@ -1002,7 +1044,9 @@ export class Store implements CapsuleApi {
     }
     if (sequential) {
       this.readEnds.set(streamKey, end);
-      this.prefetch(c, p, n.ino, streamKey, last, d);
+      // After this turn: the caller answers with these bytes first (the reader is waiting for
+      // them), and the loads are queued while the reader takes its answer in.
+      this.prefetchSoon(streamKey, () => this.prefetch(c, p, n.ino, streamKey, last, this.dirty.get(dirtyKey(c.row.id, n.ino))));
     }
     if (pieces.length === 1 && pieces[0]!.src !== ZERO_SEGMENT) {
       const pc = pieces[0]!;
