@@ -174,13 +174,17 @@ class Client {
   async run<T extends SeqResult | RandResult>(job: Job): Promise<T> {
     const limit = envInt('BENCH_JOB_TIMEOUT_S', 600);
     let timer: NodeJS.Timeout | undefined;
+    const c0 = process.cpuUsage();
     const reply = await new Promise<Reply>((resolve) => {
       this.waiting = resolve;
       this.child.send(job);
       timer = setTimeout(() => resolve({ ok: false, error: `no reply after ${limit} s (BENCH_JOB_TIMEOUT_S)` }), limit * 1000);
     }).finally(() => clearTimeout(timer));
     if (!reply.ok) throw new Error(`client job ${job.kind} failed: ${reply.error}`);
-    return reply.result as T;
+    const cpu = process.cpuUsage(c0);
+    const result = reply.result as T;
+    if ('bytes' in result) result.serverCpuSecs = (cpu.user + cpu.system) / 1e6;
+    return result;
   }
 
   close(): void {
@@ -440,6 +444,18 @@ async function main(): Promise<void> {
   table(`NVMe/TCP on loopback, ${sizeMB} MiB namespace (default policy: no encryption, no compression), 128 KiB at QD${qd}, ` +
     `${reps} reps: median, min..max (GB/s = 1e9 B/s; ratio = NVMe / raw TCP within a rep)`,
     ['measurement', 'GB/s', 'GB/s range', 'ratio', 'ratio range', 'target'], rows);
+  // Where the time goes: CPU per GiB moved, on each side (this VM has two cores for both ends).
+  const perGiB = (xs: SeqResult[], side: 'serverCpuSecs' | 'clientCpuSecs') => {
+    const v = xs.map((x) => (x[side] ?? NaN) / (x.bytes / 2 ** 30)).filter((x) => Number.isFinite(x));
+    return v.length ? r2(median(v)) : '-';
+  };
+  const cpuRow = (label: string, xs: SeqResult[]) => [label, perGiB(xs, 'serverCpuSecs'), perGiB(xs, 'clientCpuSecs')];
+  table('CPU seconds per GiB moved (median; server = this process, all threads; client = the child)',
+    ['measurement', 'server', 'client'],
+    [
+      cpuRow('raw TCP write', m.tcpWrite), cpuRow('NVMe write + Flush (overwrite)', m.write),
+      cpuRow('raw TCP read', m.tcpRead), cpuRow('NVMe read, pass 2', m.read2), cpuRow('NVMe read, in the segment cache', m.cached),
+    ]);
   table(`4 KiB random reads, QD${randQd}, uniform over ${cachedRange / MiB} MiB (segment-cache hits), ${seconds} s`,
     ['client -> server', 'IOPS', 'p50 us', 'p99 us', 'max us', 'target'],
     [

@@ -229,7 +229,10 @@ async function rand(job: RandJob): Promise<RandResult> {
 
 async function run(job: Job): Promise<Reply> {
   try {
+    const c0 = process.cpuUsage();
     const result = job.kind === 'tcp-seq' || job.kind === 'nvme-seq' ? await seq(job as SeqJob) : await rand(job as RandJob);
+    const cpu = process.cpuUsage(c0);
+    if ('bytes' in result) result.clientCpuSecs = (cpu.user + cpu.system) / 1e6;
     return { ok: true, result };
   } catch (e) {
     return { ok: false, error: (e as Error).stack ?? String(e) };

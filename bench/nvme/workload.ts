@@ -63,6 +63,10 @@ export interface SeqResult {
   /** Of which the final Flush (nvme writes with flush). */
   flushSecs?: number;
   verified?: number;
+  /** CPU seconds the client process spent on the job (user + system, all threads). */
+  clientCpuSecs?: number;
+  /** CPU seconds the server (bench) process spent meanwhile; filled in by the parent. */
+  serverCpuSecs?: number;
 }
 
 export interface RandResult {
