@@ -48,38 +48,25 @@ function writeSegment(sink: { root: string; tmp: string; fsync: boolean }, id: s
 }
 
 /**
- * Segment files are read into one buffer this worker reuses: decoding is synchronous and never
- * hands the file bytes out (the plaintext is the decipher's output, or a copy), and a fresh
- * megabyte per segment costs first-touch page faults that dominate in some VMs.
+ * A whole segment file, read into one of two kinds of buffer:
+ * - `scratch` (encrypted capsules): one buffer this worker reuses. Decoding never hands the file
+ *   bytes out (the plaintext is the decipher's output), and a fresh megabyte per segment costs
+ *   first-touch page faults that dominate in some VMs.
+ * - `own` (unencrypted capsules): a buffer of its own. The plaintext of an uncompressed segment
+ *   is then a view of it and goes to the store as it is (transferred); reading into the scratch
+ *   buffer would cost one more copy of every segment.
  */
 let scratch = Buffer.allocUnsafeSlow(0);
-function readIntoScratch(file: string): Buffer {
+function readSegmentFile(file: string, into: 'scratch' | 'own'): Buffer {
   const fd = fs.openSync(file, 'r');
   try {
     const size = fs.fstatSync(fd).size;
-    if (scratch.length < size) scratch = Buffer.allocUnsafeSlow(Math.max(size, 2 * scratch.length));
-    let off = 0;
-    while (off < size) {
-      const n = fs.readSync(fd, scratch, off, size - off, off);
-      if (n === 0) break; // truncated underneath us: decoding reports the damage
-      off += n;
+    let buf: Buffer;
+    if (into === 'own') buf = Buffer.allocUnsafeSlow(size);
+    else {
+      if (scratch.length < size) scratch = Buffer.allocUnsafeSlow(Math.max(size, 2 * scratch.length));
+      buf = scratch;
     }
-    return scratch.subarray(0, off);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/**
- * A segment file read into a buffer of its own, for unencrypted capsules: the plaintext of an
- * uncompressed segment is then a view of it and goes to the store as it is (transferred), where
- * reading into the scratch buffer would cost one more copy of every segment.
- */
-function readFresh(file: string): Buffer {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const size = fs.fstatSync(fd).size;
-    const buf = Buffer.allocUnsafeSlow(size);
     let off = 0;
     while (off < size) {
       const n = fs.readSync(fd, buf, off, size - off, off);
@@ -129,7 +116,7 @@ parentPort!.on('message', (job: CodecJob) => {
       let blob: Buffer | null;
       if (job.file) {
         try {
-          blob = job.dataKey ? readIntoScratch(job.file) : readFresh(job.file);
+          blob = readSegmentFile(job.file, job.dataKey ? 'scratch' : 'own');
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
           blob = null;
