@@ -225,6 +225,33 @@ describe('capsule store', function () {
     await rejectsWith(store.read('t', 'a', 0, 1), 'INVALID_ARGUMENT', /is a directory/);
   });
 
+  it('getattr stays exact across buffered writes, flushes, truncates, renames and removal', async () => {
+    await store.create({ id: 'attr', policy: validatePolicy({ segmentSize: '64KiB' }) });
+    await store.put('attr', 'f', chunks(prand(100_000, 31)));
+    let a = await store.getattr('attr', 'f');
+    assert.equal(a.size, 100_000);
+    assert.equal((await store.getattr('attr', 'f')).allocated, a.allocated, 'asked twice, same answer');
+    // buffered (not yet committed) bytes show in size, mtime and allocated at once
+    await store.writeBuffered('attr', 'f', 200_000, Buffer.from('tail'));
+    a = await store.getattr('attr', 'f');
+    assert.equal(a.size, 200_004);
+    await store.flush('attr', 'f');
+    assert.equal((await store.getattr('attr', 'f')).size, 200_004);
+    await store.truncate('attr', 'f', 10);
+    a = await store.getattr('attr', 'f');
+    assert.equal(a.size, 10);
+    assert.ok(a.allocated <= 65536, `allocated ${a.allocated} after truncate`);
+    await store.setattr('attr', 'f', { mode: 0o640 });
+    assert.equal((await store.getattr('attr', 'f')).mode, 0o640);
+    await store.rename('attr', 'f', 'g');
+    await rejectsWith(store.getattr('attr', 'f'), 'NOT_FOUND');
+    assert.equal((await store.getattr('attr', 'g')).size, 10);
+    await store.put('attr', 'f', chunks(Buffer.from('new file under the old name')));
+    assert.equal((await store.getattr('attr', 'f')).size, 27);
+    await store.unlink('attr', 'g');
+    await rejectsWith(store.getattr('attr', 'g'), 'NOT_FOUND');
+  });
+
   it('buffered writes are visible at once and durable after flush', async () => {
     await store.create({ id: 'b', policy: validatePolicy({ segmentSize: '64KiB' }) });
     await store.createFile('b', 'f');
