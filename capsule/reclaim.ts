@@ -19,6 +19,12 @@ import type Database from 'better-sqlite3';
 
 /** How soon to look again when the store was busy writing. */
 const RETRY_MS = 100;
+/**
+ * Segments looked at per run. The unlinks are synchronous (see run()); deleting a large capsule
+ * frees many thousands of segments, and one run for all of them would stall every view served
+ * from this event loop. The rest follows in the next turns.
+ */
+const BATCH = 256;
 
 export interface ReclaimHost {
   /** No buffered writes and no encodes in flight: nothing can pick up an unreferenced segment. */
@@ -53,7 +59,7 @@ export class SegmentReclaimer {
       CREATE TEMP TRIGGER IF NOT EXISTS note_freed_on_update AFTER UPDATE OF seg ON main.extents WHEN old.seg <> new.seg
         BEGIN INSERT OR IGNORE INTO freed_segments (seg) VALUES (old.seg); END;
     `);
-    this.noted = db.prepare('SELECT seg FROM temp.freed_segments').pluck();
+    this.noted = db.prepare(`SELECT seg FROM temp.freed_segments LIMIT ${BATCH}`).pluck();
     this.anyNoted = db.prepare('SELECT 1 FROM temp.freed_segments LIMIT 1').pluck();
     this.forget = db.prepare('DELETE FROM temp.freed_segments WHERE seg = ?');
     this.referenced = db.prepare('SELECT 1 FROM main.extents WHERE seg = ? LIMIT 1').pluck();
@@ -86,21 +92,40 @@ export class SegmentReclaimer {
    * unlinks, like `gc`: no put can see a row gone while its file is still there.
    */
   run(): ReclaimReport {
-    const none = { segmentsRemoved: 0, bytesFreed: 0 };
+    return this.runBatch().report;
+  }
+
+  /** Every batch, until nothing noted can be settled now (store.reclaim(), close()). */
+  runAll(): ReclaimReport {
+    const total = { segmentsRemoved: 0, bytesFreed: 0 };
+    for (;;) {
+      const { report, settled } = this.runBatch();
+      total.segmentsRemoved += report.segmentsRemoved;
+      total.bytesFreed += report.bytesFreed;
+      if (settled === 0) return total;
+    }
+  }
+
+  /** One batch; `settled`: noted segments dealt with (deleted, or found still referenced). */
+  private runBatch(): { report: ReclaimReport; settled: number } {
+    const none = { report: { segmentsRemoved: 0, bytesFreed: 0 }, settled: 0 };
     if (this.running || !this.db.open || !this.anyNoted.get()) return none;
     if (!this.host.quiet()) {
       this.retryLater(); // writes in progress: the store may go quiet without another change
       return none;
     }
     this.running = true;
+    let more = false;
     try {
       const ids = this.noted.all() as string[];
       if (!ids.length) return none;
       const victims: string[] = [];
+      let settled = 0;
       this.db.transaction(() => {
         for (const id of ids) {
           if (this.host.busy(id)) continue; // still noted: next time
           this.forget.run(id);
+          settled++;
           if (this.referenced.get(id)) continue; // shared with a snapshot, a clone or another file
           this.deleteRow.run(id);
           victims.push(id);
@@ -110,9 +135,13 @@ export class SegmentReclaimer {
       for (const id of victims) bytesFreed += this.host.removeFile(id);
       const r = { segmentsRemoved: victims.length, bytesFreed };
       if (victims.length) this.onReclaimed(r);
-      return r;
+      // A full batch: more may be noted (next turn). Nothing settled: all busy (retry later).
+      if (settled === 0) this.retryLater();
+      else more = ids.length === BATCH;
+      return { report: r, settled };
     } finally {
       this.running = false;
+      if (more) this.schedule();
     }
   }
 }

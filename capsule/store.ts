@@ -230,7 +230,7 @@ export class Store implements CapsuleApi {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.flushAll();
-    this.reclaimer?.run(); // what the last writes freed, before the notes go with the connection
+    this.reclaimer?.runAll(); // what the last writes freed, before the notes go with the connection
     this.closed = true;
     this.db.close();
     this.lock.release();
@@ -1562,7 +1562,7 @@ export class Store implements CapsuleApi {
    */
   reclaim(): ReclaimReport {
     this.live();
-    return this.reclaimer?.run() ?? { segmentsRemoved: 0, bytesFreed: 0 };
+    return this.reclaimer?.runAll() ?? { segmentsRemoved: 0, bytesFreed: 0 };
   }
 
   /** Check every stored segment and every reference; problems name capsule, file and offset. */

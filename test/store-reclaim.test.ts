@@ -117,6 +117,20 @@ describe('capsule store: prompt reclamation of unreferenced segments', function 
     }
   });
 
+  it('frees a large delete in batches (the event loop is not held for all of it at once)', async () => {
+    await store.create({ id: 'big', policy: validatePolicy({ segmentSize: '4KiB' }) });
+    await store.put('big', 'f', chunks(prand(600 * 4096, 11)));
+    assert.equal(segmentFiles(dir).length, 600);
+    await store.delete('big');
+    await eventually(() => segmentFiles(dir).length === 0, 'all 600 freed, over three batches');
+    await store.create({ id: 'big2', policy: validatePolicy({ segmentSize: '4KiB' }) });
+    await store.put('big2', 'f', chunks(prand(600 * 4096, 12)));
+    await store.unlink('big2', 'f');
+    const r = store.reclaim(); // every remaining batch, at once (a first one may have run by itself)
+    assert.ok(r.segmentsRemoved > 0, 'reclaim() did the rest');
+    assert.equal(segmentFiles(dir).length, 0);
+  });
+
   it('is off with { reclaim: false }: segments wait for gc', async () => {
     await store.close();
     store = Store.open(dir, { reclaim: false });
