@@ -12,33 +12,37 @@ import { startGateway, type Gateway, type GatewayOptions } from './server.js';
  */
 export async function runGateway(opts: GatewayOptions, onStarted?: (gw: Gateway) => void | Promise<void | (() => Promise<void>)>): Promise<void> {
   const logger = opts.logger ?? createLogger({ component: 'gateway' });
-  const gw = await startGateway({ ...opts, logger });
-  let stopExtra: (() => Promise<void>) | void;
+  // Listen from the start: whoever waits for the gateway to come up may signal at once, and a
+  // signal during start-up must still end in a clean shutdown, not in the default exit.
+  let signalled: NodeJS.Signals | undefined;
+  let wake: (() => void) | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      logger.warn('gateway.signal_exit', { signal });
+      process.exit(130);
+    }
+    signalled = signal;
+    wake?.();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
   try {
-    stopExtra = await onStarted?.(gw);
-  } catch (e) {
+    const gw = await startGateway({ ...opts, logger });
+    let stopExtra: (() => Promise<void>) | void;
+    try {
+      stopExtra = await onStarted?.(gw);
+    } catch (e) {
+      await gw.close();
+      throw e;
+    }
+    if (!signalled) await new Promise<void>((resolve) => (wake = resolve));
+    logger.info('gateway.signal', { signal: signalled });
+    if (typeof stopExtra === 'function') {
+      await stopExtra().catch((err: unknown) => logger.error('gateway.stop_extra_failed', { err }));
+    }
     await gw.close();
-    throw e;
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
   }
-  await new Promise<void>((resolve, reject) => {
-    let stopping = false;
-    const onSignal = (signal: NodeJS.Signals) => {
-      if (stopping) {
-        logger.warn('gateway.signal_exit', { signal });
-        process.exit(130);
-      }
-      stopping = true;
-      logger.info('gateway.signal', { signal });
-      Promise.resolve(typeof stopExtra === 'function' ? stopExtra() : undefined)
-        .catch((err: unknown) => logger.error('gateway.stop_extra_failed', { err }))
-        .then(() => gw.close())
-        .then(() => {
-          process.off('SIGTERM', onSignal);
-          process.off('SIGINT', onSignal);
-          resolve();
-        }, reject);
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
 }

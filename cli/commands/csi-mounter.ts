@@ -28,11 +28,8 @@ export const csiMounter: Command = {
     const stateDir = path.resolve(stateDirFlag ?? path.join(process.env.SPACE_HOME ?? '/var/lib/space', 'csi-mounter'));
     const logger = createLogger({ component: 'csi-mounter' });
     const svc = await startMounterService({ socketPath, stateDir, logger });
-    process.stderr.write(`space csi-mounter: listening on ${svc.socketPath} (adopted ${svc.adopted.alive} live, ${svc.adopted.dead} dead)\n`);
-    // The mount processes' parent may die; they run detached with their stdio in files, but the
-    // mounter itself must not die of a closed terminal either.
-    process.on('SIGHUP', () => logger.warn('csi-mounter.sighup-ignored', {}));
-    await new Promise<void>((resolve) => {
+    // Listen before announcing: whoever waits for that line may signal at once.
+    const stopped = new Promise<void>((resolve) => {
       const stop = (signal: NodeJS.Signals) => {
         process.off('SIGTERM', stop);
         process.off('SIGINT', stop);
@@ -42,6 +39,11 @@ export const csiMounter: Command = {
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);
     });
+    process.stderr.write(`space csi-mounter: listening on ${svc.socketPath} (adopted ${svc.adopted.alive} live, ${svc.adopted.dead} dead)\n`);
+    // The mount processes' parent may die; they run detached with their stdio in files, but the
+    // mounter itself must not die of a closed terminal either.
+    process.on('SIGHUP', () => logger.warn('csi-mounter.sighup-ignored', {}));
+    await stopped;
     await svc.close(); // mount processes keep running: pods keep their volumes
   },
 };

@@ -112,8 +112,8 @@ export const csi: Command = {
       }
     }
     const server = await startCsiServer({ endpoint, mode, nodeId, zone, backend, logger, nodeService: node?.implementation });
-    process.stderr.write(`space csi: ${mode} on ${server.socketPath}\n`);
-    await new Promise<void>((resolve) => {
+    // Listen before announcing: whoever waits for that line may signal at once.
+    const stopped = new Promise<void>((resolve) => {
       const stop = (signal: NodeJS.Signals) => {
         process.off('SIGTERM', stop);
         process.off('SIGINT', stop);
@@ -123,6 +123,8 @@ export const csi: Command = {
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);
     });
+    process.stderr.write(`space csi: ${mode} on ${server.socketPath}\n`);
+    await stopped;
     mounterWatch?.close();
     await server.close();
     await node?.close(); // leaves the mount processes running: pods keep their volumes

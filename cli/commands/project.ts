@@ -59,17 +59,21 @@ async function mountForeground(dataDir: string, spec: MountSpec, exitWhenIdle: b
   const views = exitWhenIdle ? new IdleAwareViews(local, () => stop()) : local;
   // Serve the Capsule API on the data dir's socket only: other spacectl commands route here.
   const gw = await startGateway({ dataDir, store, views, listen: '', httpListen: '', logger });
+  // Listen before saying the mount is up: whoever waits for that line may signal us at once.
+  const onSignal = () => stop();
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', onSignal);
   try {
     const m = await views.mount(spec);
     out(describe(m));
   } catch (e) {
     await gw.close();
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    process.off('SIGHUP', onSignal);
     throw e;
   }
-  const onSignal = () => stop();
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  process.on('SIGHUP', onSignal);
   await stopped;
   logger.info('mount.shutdown', { dataDir });
   await gw.close(); // unmounts every view, flushes and closes the store
@@ -220,8 +224,10 @@ async function serveExport(protocol: 'nvme' | 'nfs', f: Flags): Promise<void> {
   if (client) {
     try {
       const e = await client.export(spec);
+      // Listen before printing: whoever reads the NQN may signal us at once.
+      const stop = untilSignal();
       describeExport(e);
-      await untilSignal();
+      await stop;
       await client.unexport(protocol, e.name);
     } finally {
       client.close();
@@ -233,13 +239,16 @@ async function serveExport(protocol: 'nvme' | 'nfs', f: Flags): Promise<void> {
   const backend = protocol === 'nvme' ? new NvmeExports(store, logger, spec.listen) : new NfsExports(store, logger, spec.listen);
   const exports = new GatewayExports([backend]);
   const gw = await startGateway({ dataDir, store, exports, listen: '', httpListen: '', logger });
+  let stop: Promise<void>;
   try {
-    describeExport(await exports.export(spec));
+    const e = await exports.export(spec);
+    stop = untilSignal(); // before printing, as above
+    describeExport(e);
   } catch (e) {
     await gw.close();
     throw e;
   }
-  await untilSignal();
+  await stop;
   await gw.close(); // withdraws the export, flushes what clients wrote, closes the store
 }
 
