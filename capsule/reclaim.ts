@@ -5,19 +5,28 @@
  * unreferenced segments until someone ran `gc`. Overwriting a 1 GiB file therefore held 2 GiB
  * until then, and new segment files kept landing in fresh page-cache memory instead of the pages
  * the old ones just gave back. Here every segment whose extent row goes away (delete, truncate,
- * overwrite, punch, capsule removal) is noted by a connection-local trigger, and once the store is
- * quiet the noted segments that nothing references any more are deleted, rows and files, the same
- * way `gc` deletes them. `gc` stays the complete sweep (this only looks at what was noted since
+ * overwrite, punch, capsule removal) is noted by a connection-local trigger, and in the next
+ * event-loop turn the noted segments that nothing references any more are deleted, rows and
+ * files, the same way `gc` deletes them. `gc` stays the complete sweep (this only looks at what was noted since
  * the store opened).
  *
- * "Quiet" means no buffered writes and no segment encodes in flight: an encode may be about to
- * reference a segment with the same content (dedup), and a buffered write may still merge with a
- * committed segment it has not loaded yet. Segments being loaded or pinned by an uncommitted
- * write are skipped and looked at again next time.
+ * It runs while writes go on, on purpose: freeing the old segments of an overwrite as the new
+ * ones are written lets the kernel hand their page-cache pages straight to the new segment files.
+ * In this VM, writing new files into fresh memory runs at 0.4-0.6 GB/s and into just-freed memory
+ * at 2.6-4 GB/s (same script, same minute).
+ *
+ * What keeps that safe:
+ * - A segment pinned by an uncommitted write, or being loaded by a reader, is skipped and looked
+ *   at again later. Readers and writers register a load in the same turn as they look up the
+ *   extent that names it, so no one holds a segment id without one of the two.
+ * - An encode that finds a segment's file already there (dedup) returns the encoded bytes as
+ *   well. If the file is gone by the time the writer pins it, the writer writes it again
+ *   (Store.storeSegment). An encode that writes the file itself pins it before any reclaim can
+ *   run, and the segment it wrote is no longer noted: the note went with the old file.
  */
 import type Database from 'better-sqlite3';
 
-/** How soon to look again when the store was busy writing. */
+/** How soon to look again at segments that were all busy (pinned or loading). */
 const RETRY_MS = 100;
 /**
  * Segments looked at per run. The unlinks are synchronous (see run()); deleting a large capsule
@@ -27,8 +36,6 @@ const RETRY_MS = 100;
 const BATCH = 256;
 
 export interface ReclaimHost {
-  /** No buffered writes and no encodes in flight: nothing can pick up an unreferenced segment. */
-  quiet(): boolean;
   /** Pinned by an uncommitted write, or being loaded by a reader. */
   busy(id: string): boolean;
   /** Delete the segment's file (and any cached plaintext); returns the bytes freed. */
@@ -110,10 +117,6 @@ export class SegmentReclaimer {
   private runBatch(): { report: ReclaimReport; settled: number } {
     const none = { report: { segmentsRemoved: 0, bytesFreed: 0 }, settled: 0 };
     if (this.running || !this.db.open || !this.anyNoted.get()) return none;
-    if (!this.host.quiet()) {
-      this.retryLater(); // writes in progress: the store may go quiet without another change
-      return none;
-    }
     this.running = true;
     let more = false;
     try {

@@ -150,8 +150,6 @@ export class Store implements CapsuleApi {
   private readonly maxDirty: number;
   private readonly codec: CodecPool;
   private readonly reclaimer: SegmentReclaimer | undefined;
-  /** Segment encodes between the call and the pin of their result (see reclaim.ts). */
-  private encodesInFlight = 0;
   /** Segment loads in flight, so concurrent readers of one segment decode it once. */
   private readonly loading = new Map<string, Promise<Buffer>>();
   private readonly statements = new Map<string, Database.Statement>();
@@ -195,7 +193,6 @@ export class Store implements CapsuleApi {
     this.recovery = this.recover(lock.staleRemoved);
     if (opts.reclaim ?? true) {
       this.reclaimer = new SegmentReclaimer(this.db, {
-        quiet: () => this.dirty.size === 0 && this.encodesInFlight === 0,
         busy: (id) => this.pins.has(id) || this.loading.has(id),
         removeFile: (id) => {
           this.cache.delete(id);
@@ -686,13 +683,10 @@ export class Store implements CapsuleApi {
   private async storeSegment(c: Capsule, plain: Buffer, known: Set<string>, transfer = false): Promise<{ id: string; plen: number; clen: number } | null> {
     const plen = plain.length;
     let r: Awaited<ReturnType<CodecPool['encodeAndWrite']>>;
-    this.encodesInFlight++;
     try {
       r = await this.codec.encodeAndWrite(plain, c.policy.compression, c.keys, this.files.sink, transfer);
     } catch (e) {
       throw fromFsError(e, 'writing a segment');
-    } finally {
-      this.encodesInFlight--; // and, in the same turn, the pin below: no reclaim runs between
     }
     if (!r) return null;
     const { id, clen } = r;
@@ -1558,7 +1552,7 @@ export class Store implements CapsuleApi {
 
   /**
    * Delete now what prompt reclamation has noted (segments that lost their last reference since
-   * the store opened), if the store is quiet; it also happens by itself right after such changes.
+   * the store opened) and nothing is using; it also happens by itself right after such changes.
    */
   reclaim(): ReclaimReport {
     this.live();
