@@ -19,25 +19,12 @@
  */
 import { Store } from '../capsule/store.js';
 import { validatePolicy } from '../capsule/policy.js';
-import { MiB, UniqueBlocks, envInt, meta, now, rmrf, round, scratchDir, sizeMiB, table, writeResult, exitWhenDone } from './common.js';
+import { MiB, UniqueBlocks, envInt, meta, now, rmrf, rng, round, scratchDir, sizeMiB, table, writeResult, exitWhenDone } from './common.js';
 
 const REF = 'bench';
 const FILE = 'content';
 const IO = 4096;
 const CACHE_BYTES = 64 * MiB; // the store's default; passed explicitly so the bench states it
-
-/** xorshift32: cheap, seeded, good enough to pick offsets. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 4294967296;
-  };
-}
 
 interface CaseResult {
   name: string;

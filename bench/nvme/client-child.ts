@@ -8,9 +8,10 @@
 import net from 'node:net';
 import { IoOpcode } from '../../gateway/nvme/constants.js';
 import { buildSqe } from '../../gateway/nvme/command.js';
+import { rng } from '../common.js';
 import { check, connectController, readSqe, writeSqe, type ControllerSession, type HostQueue } from './initiator.js';
 import {
-  FrameReader, OP_READ, OP_RESP, OP_WRITE, WritePattern, header, rng,
+  FrameReader, OP_READ, OP_RESP, OP_WRITE, WritePattern, header,
   type Job, type RandJob, type RandResult, type Reply, type SeqJob, type SeqResult,
 } from './workload.js';
 

@@ -125,19 +125,6 @@ export class WritePattern {
   }
 }
 
-/** xorshift32: cheap, seeded, good enough to pick offsets. */
-export function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 4294967296;
-  };
-}
-
 /**
  * Incremental framer for the baseline protocol: whole messages out of any slicing of the stream.
  * Like the NVMe PduReader, a message that arrived in one chunk is a view (no copy); one that
