@@ -113,7 +113,10 @@ export function readSattr3(r: XdrReader): Sattr3 {
   return s;
 }
 
-/** sattr3 -> the store's SetAttr ("server time" resolved now). */
+/**
+ * Settable attributes (NFSv3 sattr3, or the NFSv4 ones decodeSetAttrs finds) -> the store's
+ * SetAttr ("server time" resolved now).
+ */
 export function toSetAttr(s: Sattr3, now = Date.now()): SetAttr {
   const a: SetAttr = {};
   if (s.mode !== undefined) a.mode = s.mode & 0o7777;

@@ -14,6 +14,8 @@ import { CapsuleView } from './inodes.js';
 import type { RpcCall } from './rpc.js';
 import { Nfs3Status, NfsError, statusOf } from './status.js';
 
+const EMPTY = Buffer.alloc(0);
+
 export interface Target {
   exp: NfsExport;
   view: CapsuleView;
@@ -65,6 +67,23 @@ export class NfsContext {
     const view = this.view(exp.capsuleId);
     const path = view.pathOfSync(h.ino) ?? (await view.pathOf(h.ino)); // no promise when known
     return { exp, view, ino: h.ino, path };
+  }
+
+  /**
+   * The bytes of a READ (v3 READ, v4 READ and READ_PLUS): from the store's memory without a
+   * promise when it can (tryReadSync), otherwise through read(), which also reports errors.
+   * Often a view of a cached segment: callers hand it to the socket by reference.
+   */
+  async readBytes(t: Target, offset: number, count: number): Promise<Buffer> {
+    if (count === 0) return EMPTY;
+    const id = t.exp.capsuleId;
+    let hit: Buffer | undefined;
+    try {
+      hit = this.store.tryReadSync?.(id, t.path, offset, count);
+    } catch {
+      hit = undefined; // read() below reports the error properly
+    }
+    return hit ?? (await this.store.read(id, t.path, offset, count));
   }
 
   /** Map an error to a status, logging the ones nobody raised on purpose. */

@@ -254,19 +254,7 @@ export function nfs3Program(ctx: NfsContext): RpcProgram {
       t = await ctx.target(call, fh);
       a = await attrs(t);
       if (a.type === 'dir') throw new NfsError(Nfs3Status.ISDIR, 'READ of a directory');
-      let data: Buffer;
-      if (offset >= a.size || count === 0) data = Buffer.alloc(0);
-      else {
-        const n = Math.min(count, a.size - offset);
-        const id = t.exp.capsuleId;
-        let hit: Buffer | undefined;
-        try {
-          hit = store.tryReadSync?.(id, t.path, offset, n);
-        } catch {
-          hit = undefined; // read() below reports the error properly
-        }
-        data = hit ?? (await store.read(id, t.path, offset, n));
-      }
+      const data = offset >= a.size ? Buffer.alloc(0) : await ctx.readBytes(t, offset, Math.min(count, a.size - offset));
       res.uint32(OK);
       writePostOpAttr(res, a, t.exp.fsid);
       res.uint32(data.length);

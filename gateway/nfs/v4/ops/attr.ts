@@ -1,7 +1,7 @@
 /**
  * Attribute operations: GETATTR, SETATTR, ACCESS, VERIFY, NVERIFY.
  */
-import type { SetAttr } from '../../../../capsule/types.js';
+import { toSetAttr } from '../../attrs.js';
 import { accessFor } from '../../nfs3.js';
 import { NfsError } from '../../status.js';
 import {
@@ -10,18 +10,6 @@ import {
 import { readStateid, statusFor, type Compound, type OpDef } from '../compound.js';
 import { Op, Status4 } from '../constants.js';
 import { caller, writable } from './util.js';
-
-/** The store's SetAttr for decoded attributes ("server" time resolved now). */
-export function toStoreSetAttr(s: SetAttrs4, now = Date.now()): SetAttr {
-  const a: SetAttr = {};
-  if (s.mode !== undefined) a.mode = s.mode;
-  if (s.uid !== undefined) a.uid = s.uid;
-  if (s.gid !== undefined) a.gid = s.gid;
-  if (s.size !== undefined) a.size = s.size;
-  if (s.atime !== undefined) a.atimeMs = s.atime === 'server' ? now : s.atime;
-  if (s.mtime !== undefined) a.mtimeMs = s.mtime === 'server' ? now : s.mtime;
-  return a;
-}
 
 async function verify(c: Compound, r: Parameters<OpDef['handler']>[1], wantSame: boolean) {
   const f = readFattr4(r);
@@ -64,7 +52,7 @@ export function attrOps(): Map<number, OpDef> {
           if (before.type === 'dir') throw new NfsError(Status4.ISDIR, 'cannot set the size of a directory');
           c.checkIo(sid, t, true);
         }
-        const s = toStoreSetAttr(set);
+        const s = toSetAttr(set);
         if (Object.keys(s).length > 0) await c.ctx.store.setattr(id, t.path, s);
         return { status: Status4.OK, body: (w) => writeBitmap(w, set.mask) };
       } catch (e) {

@@ -25,7 +25,7 @@ import {
 import type { Compound, OpDef } from '../compound.js';
 import { Ftype4, NFS4_OPAQUE_LIMIT, Op, Status4 } from '../constants.js';
 import { PSEUDO_FSID, pseudoHandle } from '../pseudo.js';
-import { toStoreSetAttr } from './attr.js';
+import { toSetAttr } from '../../attrs.js';
 import { checkName, isNotFound, readComponent, writable, writeChangeInfo } from './util.js';
 
 /** Largest READDIR reply built, whatever the client asks for. */
@@ -82,7 +82,7 @@ export function dirOps(): Map<number, OpDef> {
       const id = t.exp.capsuleId;
       const p = childPath(t.path, name);
       let a = await c.ctx.store.mkdir(id, p, set.mode ?? 0o755);
-      const extra: SetAttr = toStoreSetAttr({ ...set, mode: undefined, size: undefined });
+      const extra: SetAttr = toSetAttr({ ...set, mode: undefined, size: undefined });
       const who = c.call.authSys;
       if (who) {
         if (extra.uid === undefined && a.uid !== who.uid) extra.uid = who.uid;

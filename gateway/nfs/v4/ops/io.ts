@@ -16,6 +16,7 @@
  */
 import { isZero } from '../../../../capsule/codec-pool.js';
 import type { Target } from '../../context.js';
+import type { XdrReader } from '../../xdr.js';
 import { readStateid, type Compound, type OpDef, type OpResult } from '../compound.js';
 import { Op, SeekWhat, Stable4, Status4 } from '../constants.js';
 import { writable } from './util.js';
@@ -25,19 +26,6 @@ export const MAX_FILE_SIZE = 2 ** 50;
 /** SEEK reads at most this many segments before answering conservatively. */
 const SEEK_SCAN_SEGMENTS = 64;
 const EMPTY = Buffer.alloc(0);
-
-async function readData(c: Compound, t: Target, offset: number, count: number): Promise<Buffer> {
-  if (count === 0) return EMPTY;
-  const store = c.ctx.store;
-  const id = t.exp.capsuleId;
-  let hit: Buffer | undefined;
-  try {
-    hit = store.tryReadSync?.(id, t.path, offset, count);
-  } catch {
-    hit = undefined; // read() below reports the error properly
-  }
-  return hit ?? (await store.read(id, t.path, offset, count));
-}
 
 /**
  * Most a READ returns: the server's limit, and within a session what the client said it can
@@ -66,20 +54,24 @@ async function fileTarget(c: Compound): Promise<Target> {
   return c.target(Status4.ISDIR);
 }
 
+/** The arguments and data of READ and READ_PLUS (the same arguments, different replies). */
+async function readRequest(c: Compound, r: XdrReader): Promise<{ offset: number; data: Buffer; eof: boolean }> {
+  const sid = readStateid(r);
+  const offset = r.uint64();
+  const count = Math.min(r.uint32(), readLimit(c));
+  const t = await fileTarget(c);
+  c.checkIo(sid, t, false);
+  const data = offset > MAX_FILE_SIZE ? EMPTY : await c.ctx.readBytes(t, offset, count);
+  return { offset, data, eof: data.length < count || count === 0 };
+}
+
 export function ioOps(): Map<number, OpDef> {
   const ops = new Map<number, OpDef>();
   const store = (c: Compound) => c.ctx.store;
 
   ops.set(Op.READ, {
     handler: async (c, r) => {
-      const sid = readStateid(r);
-      const offset = r.uint64();
-      const count = Math.min(r.uint32(), readLimit(c));
-      const t = await fileTarget(c);
-      c.checkIo(sid, t, false);
-      if (offset > MAX_FILE_SIZE) return { status: Status4.OK, body: (w) => w.bool(true).uint32(0) };
-      const data = await readData(c, t, offset, count);
-      const eof = data.length < count || count === 0;
+      const { data, eof } = await readRequest(c, r);
       // By reference: the bytes (often a view of a cached segment) go to the socket uncopied.
       return { status: Status4.OK, body: (w) => w.bool(eof).opaqueRef(data) };
     },
@@ -87,13 +79,7 @@ export function ioOps(): Map<number, OpDef> {
 
   ops.set(Op.READ_PLUS, {
     handler: async (c, r) => {
-      const sid = readStateid(r);
-      const offset = r.uint64();
-      const count = Math.min(r.uint32(), readLimit(c));
-      const t = await fileTarget(c);
-      c.checkIo(sid, t, false);
-      const data = offset > MAX_FILE_SIZE ? EMPTY : await readData(c, t, offset, count);
-      const eof = data.length < count || count === 0;
+      const { offset, data, eof } = await readRequest(c, r);
       return {
         status: Status4.OK,
         body: (w) => {

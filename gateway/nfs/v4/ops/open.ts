@@ -20,7 +20,7 @@ import {
   Attr, Claim, CreateMode4, Deleg, NFS4_OPAQUE_LIMIT, Op, OpenResult, OpenType, SHARE_ACCESS_MASK, ShareAccess, Status4,
 } from '../constants.js';
 import { accessBitsValid, INVALID_STATEID, type Client, type Stateid } from '../state.js';
-import { toStoreSetAttr } from './attr.js';
+import { toSetAttr } from '../../attrs.js';
 import { caller, checkName, isNotFound, readComponent, writable, writeChangeInfo } from './util.js';
 
 const WANT_DELEG_MASK = 0xff00;
@@ -182,7 +182,7 @@ async function open(c: Compound, a: OpenArgs): Promise<OpResult> {
         }
       }
       fileAttr = await store.createFile(id, p, set?.mode ?? 0o644);
-      const extra: SetAttr = set ? toStoreSetAttr({ ...set, mode: undefined, size: set.size ? set.size : undefined }) : {};
+      const extra: SetAttr = set ? toSetAttr({ ...set, mode: undefined, size: set.size ? set.size : undefined }) : {};
       const who = c.call.authSys;
       if (who) {
         if (extra.uid === undefined && fileAttr.uid !== who.uid) extra.uid = who.uid;
