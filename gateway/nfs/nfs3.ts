@@ -107,6 +107,8 @@ const parentPath = (p: string): string => {
 
 // ---------------------------------------------------------------- the program
 
+type WriteBody = (res: XdrWriter) => void;
+
 export function nfs3Program(ctx: NfsContext): RpcProgram {
   const store = ctx.store;
   const procs = new Map<number, RpcProcedure>();
@@ -467,82 +469,67 @@ export function nfs3Program(ctx: NfsContext): RpcProgram {
   procs.set(Proc3.READDIR, (call, res) => readdir(ctx, call, res, false));
   procs.set(Proc3.READDIRPLUS, (call, res) => readdir(ctx, call, res, true));
 
-  procs.set(Proc3.FSSTAT, async (call, res) => {
+  /**
+   * FSSTAT, FSINFO, PATHCONF: about the object a handle names. `body` does the work and returns
+   * what to write after the post-op attributes, so a failure never leaves half a reply.
+   */
+  const aboutObject = (op: string, body: (t: Target, a: FileAttr) => WriteBody | Promise<WriteBody>): RpcProcedure => async (call, res) => {
     const fh = readFh(call.args);
     let status: number;
     try {
       const t = await ctx.target(call, fh);
       const a = await attrs(t);
-      let tbytes = 2 ** 50;
-      let fbytes = tbytes;
-      let abytes = tbytes;
-      let tfiles = 2 ** 32;
-      let ffiles = tfiles;
-      if (store.dir) {
-        // The data dir is where segments land, so its free space is what writes can use.
-        const st = await fsp.statfs(store.dir);
-        tbytes = st.blocks * st.bsize;
-        fbytes = st.bfree * st.bsize;
-        abytes = st.bavail * st.bsize;
-        tfiles = st.files;
-        ffiles = st.ffree;
-      }
+      const write = await body(t, a);
       res.uint32(OK);
       writePostOpAttr(res, a, t.exp.fsid);
+      write(res);
+      return;
+    } catch (e) {
+      status = ctx.fail(e, op);
+    }
+    res.uint32(status);
+    writePostOpAttr(res, undefined, 0n);
+  };
+
+  procs.set(Proc3.FSSTAT, aboutObject('FSSTAT', async (t) => {
+    let tbytes = 2 ** 50;
+    let fbytes = tbytes;
+    let abytes = tbytes;
+    let tfiles = 2 ** 32;
+    let ffiles = tfiles;
+    if (store.dir) {
+      // The data dir is where segments land, so its free space is what writes can use.
+      const st = await fsp.statfs(store.dir);
+      tbytes = st.blocks * st.bsize;
+      fbytes = st.bfree * st.bsize;
+      abytes = st.bavail * st.bsize;
+      tfiles = st.files;
+      ffiles = st.ffree;
+    }
+    return (res) => {
       res.uint64(tbytes).uint64(t.exp.readOnly ? 0 : fbytes).uint64(t.exp.readOnly ? 0 : abytes);
       res.uint64(tfiles).uint64(ffiles).uint64(ffiles);
       res.uint32(0); // invarsec: may change at any time
-      return;
-    } catch (e) {
-      status = ctx.fail(e, 'FSSTAT');
-    }
-    res.uint32(status);
-    writePostOpAttr(res, undefined, 0n);
-  });
+    };
+  }));
 
-  procs.set(Proc3.FSINFO, async (call, res) => {
-    const fh = readFh(call.args);
-    let status: number;
-    try {
-      const t = await ctx.target(call, fh);
-      const a = await attrs(t);
-      res.uint32(OK);
-      writePostOpAttr(res, a, t.exp.fsid);
-      res.uint32(NFS3_MAX_IO).uint32(NFS3_MAX_IO).uint32(4096); // rtmax, rtpref, rtmult
-      res.uint32(NFS3_MAX_IO).uint32(NFS3_MAX_IO).uint32(4096); // wtmax, wtpref, wtmult
-      res.uint32(DTPREF);
-      res.uint64(MAX_FILE_SIZE);
-      res.uint32(0).uint32(1000); // time_delta: times are kept to the microsecond (see toNfsTime)
-      res.uint32(FSF3_HOMOGENEOUS | FSF3_CANSETTIME); // no hard links, no symlinks
-      return;
-    } catch (e) {
-      status = ctx.fail(e, 'FSINFO');
-    }
-    res.uint32(status);
-    writePostOpAttr(res, undefined, 0n);
-  });
+  procs.set(Proc3.FSINFO, aboutObject('FSINFO', () => (res) => {
+    res.uint32(NFS3_MAX_IO).uint32(NFS3_MAX_IO).uint32(4096); // rtmax, rtpref, rtmult
+    res.uint32(NFS3_MAX_IO).uint32(NFS3_MAX_IO).uint32(4096); // wtmax, wtpref, wtmult
+    res.uint32(DTPREF);
+    res.uint64(MAX_FILE_SIZE);
+    res.uint32(0).uint32(1000); // time_delta: times are kept to the microsecond (see toNfsTime)
+    res.uint32(FSF3_HOMOGENEOUS | FSF3_CANSETTIME); // no hard links, no symlinks
+  }));
 
-  procs.set(Proc3.PATHCONF, async (call, res) => {
-    const fh = readFh(call.args);
-    let status: number;
-    try {
-      const t = await ctx.target(call, fh);
-      const a = await attrs(t);
-      res.uint32(OK);
-      writePostOpAttr(res, a, t.exp.fsid);
-      res.uint32(1); // linkmax
-      res.uint32(MAX_NAME_BYTES);
-      res.bool(true); // no_trunc: long names are refused, not cut
-      res.bool(true); // chown_restricted
-      res.bool(false); // case_insensitive
-      res.bool(true); // case_preserving
-      return;
-    } catch (e) {
-      status = ctx.fail(e, 'PATHCONF');
-    }
-    res.uint32(status);
-    writePostOpAttr(res, undefined, 0n);
-  });
+  procs.set(Proc3.PATHCONF, aboutObject('PATHCONF', () => (res) => {
+    res.uint32(1); // linkmax
+    res.uint32(MAX_NAME_BYTES);
+    res.bool(true); // no_trunc: long names are refused, not cut
+    res.bool(true); // chown_restricted
+    res.bool(false); // case_insensitive
+    res.bool(true); // case_preserving
+  }));
 
   procs.set(Proc3.COMMIT, async (call, res) => {
     const r = call.args;
