@@ -309,6 +309,16 @@ export function nfs3Program(ctx: NfsContext): RpcProgram {
     writeWcc(res, before, await attrsOrNone(t), t?.exp.fsid ?? 0n);
   });
 
+  /** The success reply of CREATE and MKDIR (diropres3): the new handle, its attributes, wcc. */
+  const created = async (res: XdrWriter, t: Target, name: string, a: FileAttr, before: FileAttr | undefined): Promise<void> => {
+    t.view.remember(a.ino, t.ino, name);
+    const after = await attrs(t);
+    res.uint32(OK);
+    res.bool(true).opaque(ctx.handleOf(t.exp, a.ino), NFS3_FHSIZE);
+    writePostOpAttr(res, a, t.exp.fsid);
+    writeWcc(res, before, after, t.exp.fsid);
+  };
+
   procs.set(Proc3.CREATE, async (call, res) => {
     const r = call.args;
     const { dir, name: rawName } = readDirop(r);
@@ -353,12 +363,7 @@ export function nfs3Program(ctx: NfsContext): RpcProgram {
         if (verf) a = await store.setattr(id, p, { atimeMs: vHi * 1000, mtimeMs: vLo * 1000, ...(call.authSys ? { uid: call.authSys.uid, gid: call.authSys.gid } : {}) });
         else a = await own(t, p, a, call, s);
       }
-      t.view.remember(a.ino, t.ino, name);
-      const after = await attrs(t);
-      res.uint32(OK);
-      res.bool(true).opaque(ctx.handleOf(t.exp, a.ino), NFS3_FHSIZE);
-      writePostOpAttr(res, a, t.exp.fsid);
-      writeWcc(res, before, after, t.exp.fsid);
+      await created(res, t, name, a, before);
       return;
     } catch (e) {
       status = ctx.fail(e, 'CREATE', { path: t?.path });
@@ -383,12 +388,7 @@ export function nfs3Program(ctx: NfsContext): RpcProgram {
       const p = childPath(t.path, name);
       let a = await store.mkdir(t.exp.capsuleId, p, s.mode ?? 0o755);
       a = await own(t, p, a, call, s);
-      t.view.remember(a.ino, t.ino, name);
-      const after = await attrs(t);
-      res.uint32(OK);
-      res.bool(true).opaque(ctx.handleOf(t.exp, a.ino), NFS3_FHSIZE);
-      writePostOpAttr(res, a, t.exp.fsid);
-      writeWcc(res, before, after, t.exp.fsid);
+      await created(res, t, name, a, before);
       return;
     } catch (e) {
       status = ctx.fail(e, 'MKDIR', { path: t?.path });
