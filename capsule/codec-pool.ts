@@ -15,6 +15,8 @@ export interface SegmentSink {
   root: string;
   tmp: string;
   fsync: boolean;
+  /** Write segment bodies with O_DIRECT where the filesystem allows it (see direct-write.ts). */
+  direct: boolean;
 }
 
 export type CodecJob =
@@ -78,10 +80,18 @@ export class CodecPool {
   private readonly spares = new Map<number, ArrayBuffer[]>();
 
   private copyIn(plain: Buffer): Buffer {
-    const spare = this.spares.get(plain.byteLength)?.pop();
-    const out = spare ? Buffer.from(spare) : Buffer.allocUnsafeSlow(plain.byteLength);
+    const out = this.segmentBuffer(plain.byteLength);
     out.set(plain);
     return out;
+  }
+
+  /**
+   * A buffer of `size` bytes (contents undefined) that owns its memory, for filling and then
+   * handing to `encode*` with `transfer`: a recycled one when a worker has given one back.
+   */
+  segmentBuffer(size: number): Buffer {
+    const spare = this.spares.get(size)?.pop();
+    return spare ? Buffer.from(spare) : Buffer.allocUnsafeSlow(size);
   }
 
   private recycle(ab: ArrayBuffer): void {

@@ -7,7 +7,8 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 import { decodeSegment, encodeSegmentParts, segmentAddress } from './segment-codec.js';
-import { ownedCopy, ownsBuffer, type CodecJob, type CodecResult } from './codec-pool.js';
+import { ownedCopy, ownsBuffer, type CodecJob, type CodecResult, type SegmentSink } from './codec-pool.js';
+import { SegmentFileWriter } from './direct-write.js';
 
 /** Thrown from the key lookup when the segment was encrypted under a key this job lacks. */
 class NeedKey extends Error {
@@ -23,22 +24,21 @@ function isZero(b: Buffer): boolean {
   return b.equals(z);
 }
 
+/** One writer per store directory: each learns on its own whether its filesystem takes O_DIRECT. */
+const writers = new Map<string, SegmentFileWriter>();
+
 /**
  * Write aside and rename into place, so an existing segment file is always complete (another
  * writer may skip rewriting it on sight). Returns false when the segment exists already.
  */
-function writeSegment(sink: { root: string; tmp: string; fsync: boolean }, id: string, parts: Buffer[]): boolean {
+function writeSegment(sink: SegmentSink, id: string, parts: Buffer[]): boolean {
   const dest = path.join(sink.root, id.slice(0, 2), id);
   if (fs.existsSync(dest)) return false;
+  let writer = writers.get(sink.root);
+  if (!writer) writers.set(sink.root, (writer = new SegmentFileWriter(sink.direct)));
   const tmp = path.join(sink.tmp, `${id}.${crypto.randomBytes(6).toString('hex')}`);
-  const fd = fs.openSync(tmp, 'wx', 0o600);
   try {
-    try {
-      writeAll(fd, parts);
-      if (sink.fsync) fs.fdatasyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+    writer.writeNew(tmp, parts, sink.fsync);
     fs.renameSync(tmp, dest);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
@@ -76,16 +76,6 @@ function readSegmentFile(file: string, into: 'scratch' | 'own'): Buffer {
     return buf.subarray(0, off);
   } finally {
     fs.closeSync(fd);
-  }
-}
-
-/** writev the parts, resuming after short writes. */
-function writeAll(fd: number, parts: Buffer[]): void {
-  let rest = parts.filter((p) => p.length > 0);
-  while (rest.length) {
-    let n = fs.writevSync(fd, rest);
-    while (rest.length && n >= rest[0]!.length) n -= rest.shift()!.length;
-    if (n > 0) rest[0] = rest[0]!.subarray(n);
   }
 }
 

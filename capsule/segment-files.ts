@@ -8,12 +8,13 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { fromFsError } from './errors.js';
+import type { SegmentSink } from './codec-pool.js';
 
 export class SegmentFiles {
   readonly root: string;
   readonly tmp: string;
 
-  constructor(dir: string, readonly fsync: boolean) {
+  constructor(dir: string, readonly fsync: boolean, readonly direct = true) {
     this.root = path.join(dir, 'segments');
     this.tmp = path.join(dir, 'tmp');
     fs.mkdirSync(this.root, { recursive: true });
@@ -23,8 +24,8 @@ export class SegmentFiles {
   }
 
   /** Where codec workers write segments (same layout, same rules). */
-  get sink(): { root: string; tmp: string; fsync: boolean } {
-    return { root: this.root, tmp: this.tmp, fsync: this.fsync };
+  get sink(): SegmentSink {
+    return { root: this.root, tmp: this.tmp, fsync: this.fsync, direct: this.direct };
   }
 
   pathOf(id: string): string {

@@ -54,6 +54,11 @@ export interface StoreOptions {
    * they stay until `gc`.
    */
   reclaim?: boolean;
+  /**
+   * Write new segment files with O_DIRECT, past the page cache (default true; falls back by
+   * itself where the filesystem refuses it). See direct-write.ts.
+   */
+  directIo?: boolean;
 }
 
 interface CapsuleRow {
@@ -183,7 +188,7 @@ export class Store implements CapsuleApi {
     this.cache = new SegmentCache(opts.cacheBytes ?? 64 << 20);
     this.maxDirty = opts.maxDirtyBytes ?? 64 << 20;
     this.codec = opts.codecPool ?? sharedCodecPool();
-    this.files = new SegmentFiles(dir, opts.fsync ?? true);
+    this.files = new SegmentFiles(dir, opts.fsync ?? true, opts.directIo ?? true);
     try {
       this.db = new Database(path.join(dir, 'meta.db'));
       migrate(this.db);
@@ -776,7 +781,7 @@ export class Store implements CapsuleApi {
     const known = new Set<string>();
     let size = 0;
     let idx = 0;
-    let buf = Buffer.allocUnsafeSlow(segSize);
+    let buf = this.codec.segmentBuffer(segSize);
     let fill = 0;
     // Segments are encoded by the codec pool and written while the next ones are read in:
     // a bounded window keeps every core busy and memory at a few segments.
@@ -787,7 +792,7 @@ export class Store implements CapsuleApi {
       const plain = fill === segSize ? buf : buf.subarray(0, fill); // copied by the pool (not whole)
       const myIdx = idx++;
       fill = 0;
-      buf = Buffer.allocUnsafeSlow(segSize); // the old buffer now belongs to the codec worker
+      buf = this.codec.segmentBuffer(segSize); // the old buffer now belongs to the codec worker
       const job = this.storeSegment(c, plain, known, true).then(
         (s) => {
           if (s) {
