@@ -4,9 +4,17 @@
  * into an in-memory copy of the segment instead and committed together on flush (fsync, close,
  * memory pressure) — the same contract as a kernel page cache: durable after fsync.
  */
+import { Coverage } from './coverage.js';
+
 export class DirtyFile {
-  /** segment index -> full plaintext of the segment being edited */
+  /** segment index -> plaintext of the segment being edited (whole, unless in `unmerged`) */
   segs = new Map<number, Buffer>();
+  /**
+   * Buffered segments (in `segs` or `flushing`) whose committed base is not merged in yet:
+   * only the covered bytes are theirs, the rest belongs to the committed extent (coverage.ts).
+   * Keyed by the buffer, so the status moves with it between `segs` and `flushing`.
+   */
+  readonly unmerged = new WeakMap<Buffer, Coverage>();
   /** segments taken by a flush in progress; still visible to readers until committed */
   flushing = new Map<number, Buffer>();
   /** A write-behind commit is running for this file. */

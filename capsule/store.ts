@@ -33,6 +33,7 @@ import { SegmentFiles } from './segment-files.js';
 import { SegmentCache } from './cache.js';
 import { KeyedMutex } from './mutex.js';
 import { DirtyFile, dirtyKey } from './dirty.js';
+import { Coverage } from './coverage.js';
 import type {
   CapsuleInfo, CapsuleStat, ChangeEvent, ChangeKind, DirEntry, FileAttr, FsckProblem, FsckReport, GcReport,
   RecoveryReport, SetAttr, StoreStat, VersionSel,
@@ -166,8 +167,6 @@ export class Store implements CapsuleApi {
   private readonly readMemos = new Map<string, ReadMemo>();
   /** Per sequential stream: the highest segment index read-ahead has already been asked for. */
   private readonly prefetchedTo = new Map<string, number>();
-  /** Bumped whenever file contents are replaced or cut outside the write path (see writeBuffered). */
-  private invalidations = 0;
   private closed = false;
 
   static open(dir: string, opts: StoreOptions = {}): Store {
@@ -400,7 +399,6 @@ export class Store implements CapsuleApi {
     const c = this.capsule(ref);
     const id = c.row.id;
     for (const [k, d] of this.dirty) if (d.capsule === id) this.dirty.delete(k);
-    this.invalidations++;
     this.db.transaction(() => {
       for (const t of ['extents', 'inodes', 'versions']) this.stmt(`DELETE FROM ${t} WHERE capsule = ?`).run(id);
       this.stmt('DELETE FROM capsules WHERE id = ?').run(id);
@@ -590,7 +588,6 @@ export class Store implements CapsuleApi {
     this.stmt('DELETE FROM extents WHERE capsule = ? AND version = 0 AND ino = ?').run(c.row.id, ino);
     this.stmt('DELETE FROM inodes WHERE capsule = ? AND version = 0 AND ino = ?').run(c.row.id, ino);
     this.dirty.delete(dirtyKey(c.row.id, ino));
-    this.invalidations++;
   }
 
   async unlink(ref: string, p: string): Promise<void> {
@@ -753,14 +750,6 @@ export class Store implements CapsuleApi {
     return this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = ? AND ino = ? AND idx = ?').get(c.row.id, version, ino, idx) as ExtentRow | undefined;
   }
 
-  /** Committed plaintext of segment `idx` (zero-filled past the extent, all zeros for a hole). */
-  private async committedSegment(c: Capsule, version: number, p: string, ino: number, idx: number): Promise<Buffer> {
-    const buf = Buffer.alloc(c.policy.segmentSize);
-    const ext = this.extent(c, version, ino, idx);
-    if (ext) (await this.loadSegment(c, p, idx, ext.seg)).copy(buf, 0, 0, ext.len);
-    return buf;
-  }
-
   // ---------------------------------------------------------------- data path
 
   async put(ref: string, p: string, source: AsyncIterable<Uint8Array>, opts: PutOptions = {}): Promise<FileAttr> {
@@ -863,7 +852,6 @@ export class Store implements CapsuleApi {
       })());
       // A whole-file put replaces anything a filesystem view had buffered for this file.
       this.dirty.delete(dirtyKey(c.row.id, ino));
-      this.invalidations++;
       this.log.info('capsule.put', { capsule: c.row.id, path: p, bytes: size, segments: extents.length });
       this.emit('written', c.row, { path: p });
       return this.attr(c, HEAD, this.inode(c.row.id, HEAD, ino)!);
@@ -924,11 +912,17 @@ export class Store implements CapsuleApi {
     const loads = new Map<number, Promise<Buffer>>();
     for (let idx = first; idx <= last; idx++) {
       const buffered = d?.lookup(idx);
+      const e = byIdx.get(idx);
       if (buffered) {
         buffers.set(idx, buffered);
+        // Partly written over bytes that were never loaded: the read needs those too.
+        const segStart = idx * segSize;
+        const cov = d!.unmerged.get(buffered);
+        if (e && cov && !cov.covers(Math.max(offset, segStart) - segStart, Math.min(end, segStart + segSize) - segStart)) {
+          loads.set(idx, this.loadSegment(c, p, idx, e.seg, !streaming));
+        }
         continue;
       }
-      const e = byIdx.get(idx);
       if (e) loads.set(idx, this.loadSegment(c, p, idx, e.seg, !streaming));
     }
     for (const l of loads.values()) l.catch(() => {}); // each is awaited below
@@ -939,8 +933,27 @@ export class Store implements CapsuleApi {
       const to = Math.min(end, segStart + segSize) - segStart;
       const dst = segStart + from - offset;
       const buffered = buffers.get(idx);
-      if (buffered) {
+      const base = loads.get(idx);
+      if (buffered && !base) {
         buffered.copy(out, dst, from, to);
+        continue;
+      }
+      if (buffered) {
+        // The committed bytes first, then whatever the writes set (as covered at this moment).
+        const e = byIdx.get(idx)!;
+        const plain = await base!;
+        if (from < e.len) plain.copy(out, dst, from, Math.min(to, e.len, plain.length));
+        const cov = d!.unmerged.get(buffered);
+        if (!cov) buffered.copy(out, dst, from, to); // merged meanwhile: the buffer is whole
+        else {
+          for (const [x, y] of cov.set()) {
+            const a = Math.max(x, from);
+            const b = Math.min(y, to);
+            if (b > a) buffered.copy(out, dst + a - from, a, b);
+          }
+          // Past the committed length the buffer is authoritative (zeros or written bytes).
+          if (to > cov.baseLen) buffered.copy(out, dst + Math.max(from, cov.baseLen) - from, Math.max(from, cov.baseLen), to);
+        }
         continue;
       }
       const e = byIdx.get(idx);
@@ -984,7 +997,10 @@ export class Store implements CapsuleApi {
     const to = current + READ_AHEAD;
     this.prefetchedTo.set(streamKey, to);
     const exts = this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx BETWEEN ? AND ?').all(c.row.id, ino, from, to) as ExtentRow[];
-    for (const e of exts) if (!d?.lookup(e.idx)) this.loadSegment(c, p, e.idx, e.seg).catch(() => {});
+    for (const e of exts) {
+      const buffered = d?.lookup(e.idx);
+      if (!buffered || d!.unmerged.has(buffered)) this.loadSegment(c, p, e.idx, e.seg).catch(() => {});
+    }
   }
 
   /**
@@ -1023,6 +1039,9 @@ export class Store implements CapsuleApi {
     for (let idx = first; idx <= last; idx++) {
       const buffered = d?.lookup(idx);
       if (buffered) {
+        const cov = d!.unmerged.get(buffered);
+        const segStart = idx * segSize;
+        if (cov && !cov.covers(Math.max(offset, segStart) - segStart, Math.min(end, segStart + segSize) - segStart)) return undefined;
         pieces.push({ idx, src: buffered, len: segSize });
         continue;
       }
@@ -1096,9 +1115,10 @@ export class Store implements CapsuleApi {
    * Buffered write for filesystem views: patched into dirty segments, visible to reads at once,
    * durable after flush(). Memory is bounded by maxDirtyBytes (a write past it flushes first).
    *
-   * Two phases: first the committed bases of partly overwritten segments are loaded (async);
-   * then the write is applied without yielding. If a put, truncate, unlink or delete ran while
-   * the bases loaded (the invalidation counter moved), the bases may be stale: start over.
+   * Applied without yielding. A segment written only in part whose committed bytes are not in
+   * the segment cache is not loaded now: its buffer records which bytes the writes set
+   * (coverage.ts), and the committed bytes are merged in when a read or the commit needs them.
+   * A sequential writer that covers the whole segment never loads it.
    */
   async writeBuffered(ref: string, p: string, offset: number, data: Uint8Array): Promise<number> {
     const c = this.capsule(ref);
@@ -1107,51 +1127,79 @@ export class Store implements CapsuleApi {
     if (offset + data.length > MAX_FILE_SIZE) throw new SpaceError('INVALID_ARGUMENT', 'write beyond the maximum file size', { errno: 'EFBIG' });
     const segSize = c.policy.segmentSize;
     const src = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-    const pieces: { idx: number; within: number; pos: number; len: number }[] = [];
+    const n = this.lookupFile(c, HEAD, p);
+    const key = dirtyKey(c.row.id, n.ino);
+    let d = this.dirty.get(key);
+    if (!d) {
+      d = new DirtyFile(c.row.id, n.ino, segSize, n.size, n.mtime);
+      this.dirty.set(key, d);
+    }
     for (let pos = 0; pos < src.length;) {
       const abs = offset + pos;
       const idx = Math.floor(abs / segSize);
       const within = abs - idx * segSize;
       const len = Math.min(segSize - within, src.length - pos);
-      pieces.push({ idx, within, pos, len });
+      let seg = d.segs.get(idx);
+      if (!seg) seg = this.startDirtySegment(c, d, idx, len === segSize);
+      src.copy(seg, within, pos, pos + len);
+      const cov = d.unmerged.get(seg);
+      if (cov) {
+        cov.add(within, within + len);
+        if (cov.complete) d.unmerged.delete(seg);
+      }
       pos += len;
     }
-    for (let attempt = 0; ; attempt++) {
-      if (attempt > 8) throw new SpaceError('UNAVAILABLE', `${p} keeps changing under a write; retry`, { errno: 'EBUSY' });
-      const n = this.lookupFile(c, HEAD, p);
-      const key = dirtyKey(c.row.id, n.ino);
-      const generation = this.invalidations;
-      const bases = new Map<number, Buffer>();
-      for (const pc of pieces) {
-        if (pc.len === segSize || this.dirty.get(key)?.lookup(pc.idx)) continue;
-        bases.set(pc.idx, await this.committedSegment(c, HEAD, p, n.ino, pc.idx));
+    d.size = Math.max(d.size, offset + src.length);
+    d.mtimeMs = Date.now();
+    if (this.dirtyBytes() > this.maxDirty) await this.flushFile(c, d);
+    else if (d.segs.size >= WRITE_BEHIND_SEGMENTS && !d.writingBehind) this.writeBehind(c, d);
+    return src.length;
+  }
+
+  /**
+   * A new dirty segment for `idx`: a copy of the one a flush is committing, or the committed
+   * bytes when they are at hand (or not needed: `whole` is about to be overwritten, or there
+   * are none), or else zeros marked unmerged (see writeBuffered).
+   */
+  private startDirtySegment(c: Capsule, d: DirtyFile, idx: number, whole: boolean): Buffer {
+    const segSize = c.policy.segmentSize;
+    let seg: Buffer;
+    const inFlight = d.flushing.get(idx);
+    if (inFlight) {
+      seg = Buffer.from(inFlight);
+      const cov = d.unmerged.get(inFlight);
+      if (cov) d.unmerged.set(seg, cov.clone());
+    } else {
+      seg = Buffer.alloc(segSize);
+      const ext = whole ? undefined : this.extent(c, HEAD, d.ino, idx);
+      if (ext) {
+        const hit = this.cache.get(ext.seg);
+        if (hit) hit.copy(seg, 0, 0, Math.min(ext.len, hit.length));
+        else d.unmerged.set(seg, new Coverage(ext.len));
       }
-      if (this.invalidations !== generation) continue;
-      // From here on: no awaits until the write is applied.
-      let d = this.dirty.get(key);
-      const missing = pieces.some((pc) => pc.len !== segSize && !d?.lookup(pc.idx) && !bases.has(pc.idx));
-      if (missing) continue; // a flush committed a segment we skipped loading: load it now
-      if (!d) {
-        const cur = this.inode(c.row.id, HEAD, n.ino);
-        if (!cur) continue;
-        d = new DirtyFile(c.row.id, n.ino, segSize, cur.size, cur.mtime);
-        this.dirty.set(key, d);
-      }
-      for (const pc of pieces) {
-        let seg = d.segs.get(pc.idx);
-        if (!seg) {
-          const inFlight = d.flushing.get(pc.idx);
-          seg = inFlight ? Buffer.from(inFlight) : bases.get(pc.idx) ?? Buffer.alloc(segSize);
-          d.segs.set(pc.idx, seg);
-        }
-        src.copy(seg, pc.within, pc.pos, pc.pos + pc.len);
-      }
-      d.size = Math.max(d.size, offset + src.length);
-      d.mtimeMs = Date.now();
-        if (this.dirtyBytes() > this.maxDirty) await this.flushFile(c, d);
-      else if (d.segs.size >= WRITE_BEHIND_SEGMENTS && !d.writingBehind) this.writeBehind(c, d);
-      return src.length;
     }
+    d.segs.set(idx, seg);
+    return seg;
+  }
+
+  /**
+   * Merge the committed bytes into an unmerged buffered segment (in place). The committed
+   * extent of `idx` is read after the load, under no lock: whatever extent holds then has the
+   * same bytes where the writes left gaps (a flush commits them merged; a punch or truncate
+   * that changed them also zeroed the buffer there or cut the file).
+   */
+  private async mergeBase(c: Capsule, d: DirtyFile, idx: number, seg: Buffer): Promise<void> {
+    const ext = this.extent(c, HEAD, d.ino, idx);
+    const plain = ext ? await this.loadSegment(c, this.pathOfIno(c.row.id, HEAD, d.ino), idx, ext.seg) : undefined;
+    const cov = d.unmerged.get(seg);
+    if (!cov) return; // merged meanwhile
+    if (plain && ext) {
+      for (const [from, to] of cov.gaps()) {
+        const end = Math.min(to, ext.len, plain.length);
+        if (end > from) plain.copy(seg, from, from, end);
+      }
+    }
+    d.unmerged.delete(seg);
   }
 
   /** Start committing a sequential writer's full segments while it goes on writing. */
@@ -1162,7 +1210,7 @@ export class Store implements CapsuleApi {
         d.writingBehind = false;
         // The writer may have filled more segments meanwhile: keep going while it stays ahead.
         const tailIdx = Math.floor(d.size / c.policy.segmentSize);
-        const full = [...d.segs.keys()].filter((idx) => idx < tailIdx).length;
+        const full = [...d.segs].filter(([idx, buf]) => idx < tailIdx && !d.unmerged.has(buf)).length;
         if (!this.closed && this.dirty.get(dirtyKey(c.row.id, d.ino)) === d && full >= WRITE_BEHIND_SEGMENTS) this.writeBehind(c, d);
       },
       (e: unknown) => {
@@ -1217,7 +1265,9 @@ export class Store implements CapsuleApi {
       let size: number;
       if (opts.keepTail) {
         const tailIdx = Math.floor(d.size / segSize);
-        taken = new Map([...d.segs].filter(([idx]) => idx < tailIdx));
+        // Partly written segments wait too: a sequential overwrite is still filling them, and
+        // committing one now would load its committed bytes for nothing (see writeBuffered).
+        taken = new Map([...d.segs].filter(([idx, buf]) => idx < tailIdx && !d.unmerged.has(buf)));
         if (taken.size === 0) return;
         for (const idx of taken.keys()) d.segs.delete(idx);
         // The committed size covers only committed data (or what was committed before).
@@ -1246,6 +1296,7 @@ export class Store implements CapsuleApi {
               continue;
             }
             try {
+              if (d.unmerged.has(buf)) await this.mergeBase(c, d, idx, buf);
               stored.push({ idx, seg: await this.storeSegment(c, buf.subarray(0, Math.min(segSize, size - start)), known) });
             } catch (e) {
               failure ??= e;
@@ -1314,7 +1365,6 @@ export class Store implements CapsuleApi {
         }
         this.stmt('UPDATE inodes SET size = ?, mtime = ?, ctime = ? WHERE capsule = ? AND version = 0 AND ino = ?').run(size, now, now, c.row.id, n.ino);
       })();
-      this.invalidations++;
     });
     this.emit('written', c.row, { path: p });
   }
@@ -1399,13 +1449,19 @@ export class Store implements CapsuleApi {
               const to = Math.min(end, segStart + segSize) - segStart;
               // Covered up to the segment's end (or end-of-file): nothing of it is left to keep.
               if (from === 0 && (to === segSize || segStart + to >= d.size)) d.segs.delete(idx);
-              else buf.fill(0, from, to);
+              else {
+                buf.fill(0, from, to);
+                // The zeros are the buffer's own now, whatever the committed bytes were.
+                const cov = d.unmerged.get(buf);
+                if (cov) {
+                  cov.add(from, to);
+                  if (cov.complete) d.unmerged.delete(buf);
+                }
+              }
             }
             d.mtimeMs = now;
             if (d.segs.size === 0 && d.flushing.size === 0 && d.size === plan.committedSize) this.dirty.delete(key);
           }
-          // Writes that loaded a base segment before this point must load it again.
-          this.invalidations++;
           return true;
         } catch (e) {
           throw fromFsError(e, `punching a hole in ${p} of capsule ${c.row.name}`);
