@@ -5,10 +5,21 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { parentPort } from 'node:worker_threads';
+import os from 'node:os';
+import { parentPort, workerData } from 'node:worker_threads';
 import { decodeSegment, encodeSegmentParts, segmentAddress } from './segment-codec.js';
 import { ownedCopy, ownsBuffer, type CodecJob, type CodecResult, type SegmentSink } from './codec-pool.js';
 import { SegmentFileWriter } from './direct-write.js';
+
+// This thread only (Linux: setpriority on the calling thread); see defaultWorkerNice.
+const nice = (workerData as { nice?: number } | null)?.nice ?? 0;
+if (nice > 0) {
+  try {
+    os.setPriority(0, Math.min(19, os.getPriority(0) + nice));
+  } catch {
+    // not permitted or not supported: run at the process's priority
+  }
+}
 
 /** Thrown from the key lookup when the segment was encrypted under a key this job lacks. */
 class NeedKey extends Error {
