@@ -56,8 +56,9 @@ export interface StoreOptions {
    */
   reclaim?: boolean;
   /**
-   * Write new segment files with O_DIRECT, past the page cache (default true; falls back by
-   * itself where the filesystem refuses it). See direct-write.ts.
+   * Write new segment files with O_DIRECT, past the page cache (default true unless the
+   * environment says SPACE_DIRECT_IO=0; falls back by itself where the filesystem refuses it).
+   * See direct-write.ts.
    */
   directIo?: boolean;
 }
@@ -187,7 +188,7 @@ export class Store implements CapsuleApi {
     this.cache = new SegmentCache(opts.cacheBytes ?? 64 << 20);
     this.maxDirty = opts.maxDirtyBytes ?? 64 << 20;
     this.codec = opts.codecPool ?? sharedCodecPool();
-    this.files = new SegmentFiles(dir, opts.fsync ?? true, opts.directIo ?? true);
+    this.files = new SegmentFiles(dir, opts.fsync ?? true, opts.directIo ?? process.env.SPACE_DIRECT_IO !== '0');
     try {
       this.db = new Database(path.join(dir, 'meta.db'));
       migrate(this.db);
