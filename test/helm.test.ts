@@ -250,7 +250,7 @@ describe('helm chart charts/space', function () {
     assert.equal(find(parseManifests(r.stdout, 'helm template --include-crds'), 'CustomResourceDefinition').length, 3);
   });
 
-  it('runs the gateway as a StatefulSet with a data PVC, a headless and a client Service', () => {
+  it('runs the gateway as a StatefulSet with a data PVC, a headless and a client Service', async () => {
     const sts = one(defaults, 'StatefulSet', 'space-gateway');
     assert.equal(sts.spec.serviceName, 'space-gateway-headless');
     const [claim] = sts.spec.volumeClaimTemplates as Obj[];
@@ -264,6 +264,13 @@ describe('helm chart charts/space', function () {
     assert.equal(c.readinessProbe.httpGet.path, '/readyz');
     const env = Object.fromEntries((c.env as Obj[]).map((e) => [e.name, e.value]));
     assert.equal(env.SPACE_ZONE, 'default');
+    // Store tuning reaches the gateway process as its environment.
+    assert.equal(env.SPACE_DIRECT_IO, '1');
+    assert.equal(env.SPACE_CODEC_NICE, '10');
+    const tuned = container(podSpec(one(await render('gateway.store.directIo=false', 'gateway.store.codecNice=0'), 'StatefulSet', 'space-gateway')), 'gateway');
+    const tunedEnv = Object.fromEntries((tuned.env as Obj[]).map((e) => [e.name, e.value]));
+    assert.equal(tunedEnv.SPACE_DIRECT_IO, '0');
+    assert.equal(tunedEnv.SPACE_CODEC_NICE, '0');
 
     const headless = one(defaults, 'Service', 'space-gateway-headless');
     assert.equal(headless.spec.clusterIP, 'None');
@@ -433,6 +440,8 @@ describe('helm chart charts/space', function () {
       ['csi.sidecars.provisioner.image=registry.k8s.io/sig-storage/csi-provisioner', /csi\.sidecars\.provisioner\.image/],
       ['operator.replicaz=2', /Additional property replicaz is not allowed/],
       ['serviceMonitor.interval=often', /serviceMonitor\.interval/],
+      ['gateway.store.codecNice=25', /gateway\.store\.codecNice: Must be less than or equal to 19/],
+      ['gateway.store.directIo=sometimes', /gateway\.store\.directIo: Invalid type\. Expected: boolean/],
     ];
     for (const [set, why] of bad) {
       const r = await helmRun(['template', 'space', CHART, '--set', set]);
