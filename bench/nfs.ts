@@ -7,8 +7,9 @@
  *   ganesha   Debian's nfs-ganesha + FSAL_VFS exporting a plain directory, started with
  *             hack/ganesha.sh (rpcbind + ganesha, ports 2049 / 20048), default tuning
  *   ours      NfsServer in this process on 12049 / 12048, over a Store in the same scratch
- *             directory (same filesystem as ganesha's export), store defaults (fdatasync per
- *             segment, 64 MiB segment cache), exporting an UNENCRYPTED, UNCOMPRESSED capsule
+ *             directory (same filesystem as ganesha's export), configured as `spacectl serve`
+ *             configures it (fdatasync per segment; segment cache an eighth of the memory
+ *             limit, capsule/cache-size.ts), exporting an UNENCRYPTED, UNCOMPRESSED capsule
  *             (/plain); and, as extra rows, an encrypted (AES-256-GCM) capsule (/enc)
  *
  * Measurements (each BENCH_REPS times, default 3; the servers take turns, and which one goes
@@ -45,6 +46,7 @@ import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Store } from '../capsule/store.js';
+import { serverCacheBytes } from '../capsule/cache-size.js';
 import { validatePolicy } from '../capsule/policy.js';
 import { NfsServer } from '../gateway/nfs/server.js';
 import {
@@ -225,7 +227,7 @@ class Ours {
   constructor(readonly dir: string, readonly fsync: boolean, readonly withEnc: boolean) {}
 
   async open(): Promise<void> {
-    const store = Store.open(this.dir, { fsync: this.fsync });
+    const store = Store.open(this.dir, { fsync: this.fsync, cacheBytes: serverCacheBytes() });
     this.store = store;
     const ensure = async (name: string, policy: unknown) => {
       try {
@@ -361,7 +363,7 @@ async function inner(): Promise<void> {
   for (const t of ['ours', 'ganesha'] as const) fsinfo[t] = (await client.run<{ id: number; ok: true; fsinfo: FsInfo }>({ op: 'fsinfo', ...endpoint(targets[t]) })).fsinfo;
 
   console.log(`nfs: ${mib} MiB file, ${reps} repetitions, metadata ${files} files at ${qd} in flight; netns ${ns}; ${dataNote}`);
-  console.log(`  ours: NfsServer ${HOST}:${O_PORT} (mount ${O_MOUNT_PORT}), capsule "${PLAIN}" UNENCRYPTED, compression none, 1 MiB segments, store fsync ${fsync ? 'on (default: fdatasync per segment)' : 'OFF'}`
+  console.log(`  ours: NfsServer ${HOST}:${O_PORT} (mount ${O_MOUNT_PORT}), capsule "${PLAIN}" UNENCRYPTED, compression none, 1 MiB segments, store fsync ${fsync ? 'on (default: fdatasync per segment)' : 'OFF'}, segment cache ${serverCacheBytes() / (1 << 20)} MiB`
     + `${withEnc ? `; extra rows: capsule "${ENC}" encrypted (AES-256-GCM)` : ''}; rtmax/wtmax ${fsinfo.ours!.rtmax}/${fsinfo.ours!.wtmax}`);
   console.log(`  ganesha ${ganeshaVersion}: FSAL_VFS, ${HOST}:${G_PORT} (mount ${G_MOUNT_PORT}), plain directory on the same filesystem; rtmax/wtmax ${fsinfo.ganesha!.rtmax}/${fsinfo.ganesha!.wtmax}`);
   console.log(`  client: nfs-cp (libnfs-utils ${libnfsVersion}) for the big file, bench/nfs/meta-client.js for metadata`);

@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { CapsuleApi } from '../capsule/api.js';
 import { createLogger, type Logger } from '../capsule/log.js';
 import { Store } from '../capsule/store.js';
+import { serverCacheBytes } from '../capsule/cache-size.js';
 import type { ExportManager, ViewManager } from './views-api.js';
 import { joinHostPort, parseHostPort } from './address.js';
 import { createCapsuleService } from './grpc-service.js';
@@ -72,7 +73,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   if (httpListen) parseHostPort(httpListen, 'httpListen');
   const tcpCreds = listen ? serverCredentials(opts.tls) : undefined;
 
-  const store: GatewayStore = opts.store ?? Store.open(opts.dataDir!, { logger: logger.child({ component: 'store' }) });
+  const store: GatewayStore = opts.store ?? Store.open(opts.dataDir!, { logger: logger.child({ component: 'store' }), cacheBytes: serverCacheBytes() });
   let storeOpen = true;
   let grpcListening = false;
   let closing = false;

@@ -9,6 +9,7 @@
 import path from 'node:path';
 import { readOwner } from '../../capsule/lock.js';
 import { Store } from '../../capsule/store.js';
+import { serverCacheBytes } from '../../capsule/cache-size.js';
 import { createLogger } from '../../capsule/log.js';
 import { startDetached } from '../detached.js';
 import { SpaceError, invalid } from '../../capsule/errors.js';
@@ -235,7 +236,7 @@ async function serveExport(protocol: 'nvme' | 'nfs', f: Flags): Promise<void> {
     return;
   }
   const logger = createLogger({ component: protocol });
-  const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }) });
+  const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }), cacheBytes: serverCacheBytes() });
   const backend = protocol === 'nvme' ? new NvmeExports(store, logger, spec.listen) : new NfsExports(store, logger, spec.listen);
   const exports = new GatewayExports([backend]);
   const gw = await startGateway({ dataDir, store, exports, listen: '', httpListen: '', logger });
