@@ -267,10 +267,12 @@ describe('helm chart charts/space', function () {
     // Store tuning reaches the gateway process as its environment.
     assert.equal(env.SPACE_DIRECT_IO, '1');
     assert.equal(env.SPACE_CODEC_NICE, '10');
-    const tuned = container(podSpec(one(await render('gateway.store.directIo=false', 'gateway.store.codecNice=0'), 'StatefulSet', 'space-gateway')), 'gateway');
+    assert.ok(!('SPACE_CACHE_BYTES' in env), 'no override: the gateway sizes its cache from its memory limit');
+    const tuned = container(podSpec(one(await render('gateway.store.directIo=false', 'gateway.store.codecNice=0', 'gateway.store.cacheBytes=512MiB'), 'StatefulSet', 'space-gateway')), 'gateway');
     const tunedEnv = Object.fromEntries((tuned.env as Obj[]).map((e) => [e.name, e.value]));
     assert.equal(tunedEnv.SPACE_DIRECT_IO, '0');
     assert.equal(tunedEnv.SPACE_CODEC_NICE, '0');
+    assert.equal(tunedEnv.SPACE_CACHE_BYTES, '512MiB');
 
     const headless = one(defaults, 'Service', 'space-gateway-headless');
     assert.equal(headless.spec.clusterIP, 'None');
@@ -442,6 +444,7 @@ describe('helm chart charts/space', function () {
       ['serviceMonitor.interval=often', /serviceMonitor\.interval/],
       ['gateway.store.codecNice=25', /gateway\.store\.codecNice: Must be less than or equal to 19/],
       ['gateway.store.directIo=sometimes', /gateway\.store\.directIo: Invalid type\. Expected: boolean/],
+      ['gateway.store.cacheBytes=lots', /gateway\.store\.cacheBytes: Does not match pattern/],
     ];
     for (const [set, why] of bad) {
       const r = await helmRun(['template', 'space', CHART, '--set', set]);
