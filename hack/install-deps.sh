@@ -30,6 +30,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-fund --no-audit --loglevel=error 2>&1 | grep -v 'Unknown user config' || true
 fi
 npx tsc -p .
+# tsc writes 0644: the `spacectl` bin (linked onto PATH by npm link) must be executable.
+chmod 0755 dist/cli/spacectl.js
 
 # Build the guest kernel + initramfs into .cache/guest (a no-op when up to date; ~6 s cold, most of it
 # downloading and unpacking the kernel .deb). Only where QEMU can run it; the guest tests skip
