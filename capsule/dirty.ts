@@ -28,6 +28,20 @@ export class DirtyFile {
   lookup(idx: number): Buffer | undefined {
     return this.segs.get(idx) ?? this.flushing.get(idx);
   }
+
+  /** Bytes [from, to) of `seg` are its own now (written, or zeroed by a punch). */
+  markSet(seg: Buffer, from: number, to: number): void {
+    const cov = this.unmerged.get(seg);
+    if (!cov) return;
+    cov.add(from, to);
+    if (cov.complete) this.unmerged.delete(seg);
+  }
+
+  /** Whether reading [from, to) of `seg` needs committed bytes that were never merged in. */
+  lacks(seg: Buffer, from: number, to: number): boolean {
+    const cov = this.unmerged.get(seg);
+    return cov !== undefined && !cov.covers(from, to);
+  }
 }
 
 export function dirtyKey(capsule: string, ino: number): string {

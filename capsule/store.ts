@@ -918,8 +918,7 @@ export class Store implements CapsuleApi {
         buffers.set(idx, buffered);
         // Partly written over bytes that were never loaded: the read needs those too.
         const segStart = idx * segSize;
-        const cov = d!.unmerged.get(buffered);
-        if (e && cov && !cov.covers(Math.max(offset, segStart) - segStart, Math.min(end, segStart + segSize) - segStart)) {
+        if (e && d!.lacks(buffered, Math.max(offset, segStart) - segStart, Math.min(end, segStart + segSize) - segStart)) {
           loads.set(idx, this.loadSegment(c, p, idx, e.seg, !streaming));
         }
         continue;
@@ -1040,9 +1039,8 @@ export class Store implements CapsuleApi {
     for (let idx = first; idx <= last; idx++) {
       const buffered = d?.lookup(idx);
       if (buffered) {
-        const cov = d!.unmerged.get(buffered);
         const segStart = idx * segSize;
-        if (cov && !cov.covers(Math.max(offset, segStart) - segStart, Math.min(end, segStart + segSize) - segStart)) return undefined;
+        if (d!.lacks(buffered, Math.max(offset, segStart) - segStart, Math.min(end, segStart + segSize) - segStart)) return undefined;
         pieces.push({ idx, src: buffered, len: segSize });
         continue;
       }
@@ -1143,11 +1141,7 @@ export class Store implements CapsuleApi {
       let seg = d.segs.get(idx);
       if (!seg) seg = this.startDirtySegment(c, d, idx, len === segSize);
       src.copy(seg, within, pos, pos + len);
-      const cov = d.unmerged.get(seg);
-      if (cov) {
-        cov.add(within, within + len);
-        if (cov.complete) d.unmerged.delete(seg);
-      }
+      d.markSet(seg, within, within + len);
       pos += len;
     }
     d.size = Math.max(d.size, offset + src.length);
@@ -1452,12 +1446,7 @@ export class Store implements CapsuleApi {
               if (from === 0 && (to === segSize || segStart + to >= d.size)) d.segs.delete(idx);
               else {
                 buf.fill(0, from, to);
-                // The zeros are the buffer's own now, whatever the committed bytes were.
-                const cov = d.unmerged.get(buf);
-                if (cov) {
-                  cov.add(from, to);
-                  if (cov.complete) d.unmerged.delete(buf);
-                }
+                d.markSet(buf, from, to); // the zeros are the buffer's own, whatever was committed
               }
             }
             d.mtimeMs = now;
