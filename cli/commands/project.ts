@@ -61,26 +61,19 @@ async function mountForeground(dataDir: string, spec: MountSpec, exitWhenIdle: b
   // Serve the Capsule API on the data dir's socket only: other spacectl commands route here.
   const gw = await startGateway({ dataDir, store, views, listen: '', httpListen: '', logger });
   // Listen before saying the mount is up: whoever waits for that line may signal us at once.
-  const onSignal = () => stop();
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  process.on('SIGHUP', onSignal);
+  const offSignals = onStopSignal(() => stop());
   try {
     const m = await views.mount(spec);
     out(describe(m));
   } catch (e) {
     await gw.close();
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
-    process.off('SIGHUP', onSignal);
+    offSignals();
     throw e;
   }
   await stopped;
   logger.info('mount.shutdown', { dataDir });
   await gw.close(); // unmounts every view, flushes and closes the store
-  process.off('SIGTERM', onSignal);
-  process.off('SIGINT', onSignal);
-  process.off('SIGHUP', onSignal);
+  offSignals();
 }
 
 /** Start a detached owner process for the data dir and wait until the mount is live. */
@@ -166,13 +159,22 @@ async function umount(f: Flags): Promise<void> {
 }
 
 /** Wait for SIGINT/SIGTERM/SIGHUP. */
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+
+/** Call `handler` on SIGTERM, SIGINT or SIGHUP; returns what removes it again. */
+function onStopSignal(handler: () => void): () => void {
+  for (const sig of STOP_SIGNALS) process.on(sig, handler);
+  return () => {
+    for (const sig of STOP_SIGNALS) process.off(sig, handler);
+  };
+}
+
 function untilSignal(): Promise<void> {
   return new Promise<void>((resolve) => {
-    const done = () => {
-      for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.off(sig, done);
+    const off = onStopSignal(() => {
+      off();
       resolve();
-    };
-    for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, done);
+    });
   });
 }
 
