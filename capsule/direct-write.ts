@@ -69,29 +69,19 @@ export class SegmentFileWriter {
     }
     let written = 0;
     try {
-      try {
-        while (written < body) {
-          const n = fs.writeSync(fd, buf, written, body - written, written);
-          if (n <= 0 || n % ALIGN !== 0) {
-            written += Math.max(n, 0);
-            break; // a short, unaligned write: the rest goes through the page cache below
-          }
-          written += n;
-        }
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EINVAL' || written > 0) throw e;
-        this.direct = false;
+      while (written < body) {
+        const n = fs.writeSync(fd, buf, written, body - written, written);
+        written += Math.max(n, 0);
+        if (n <= 0 || n % ALIGN !== 0) break; // short and unaligned: the rest goes the ordinary way
       }
     } catch (e) {
       fs.closeSync(fd);
       fs.rmSync(file, { force: true });
-      throw e;
-    }
-    fs.closeSync(fd);
-    if (!this.direct) {
-      fs.rmSync(file, { force: true });
+      if ((e as NodeJS.ErrnoException).code !== 'EINVAL' || written > 0) throw e;
+      this.direct = false; // refused at the first write (alignment this filesystem wants)
       return false;
     }
+    fs.closeSync(fd);
     // The tail (and anything a short write left) through an ordinary descriptor.
     const tail = fs.openSync(file, 'r+');
     try {
