@@ -178,7 +178,7 @@ describe('nvme target over TCP', function () {
       assert.equal(ro, `nqn.2024-11.io.space:capsule:${volId}:ro`);
       const list = target.list();
       const a = list.find((s) => s.nqn === rw)!;
-      assert.deepEqual({ ...a, controllers: 0 }, { nqn: rw, capsuleId: volId, file: 'content', readOnly: false, blockSize: 512, blocks: VOL_SIZE / 512, allowedHosts: [], controllers: 0 });
+      assert.deepEqual({ ...a, controllers: 0 }, { nqn: rw, capsuleId: volId, file: 'content', readOnly: false, blockSize: 512, blocks: VOL_SIZE / 512, allowedHosts: [], controllers: 0, changesInFlight: 0 });
       assert.equal(list.find((s) => s.nqn === ro)!.readOnly, true);
       const codeOf = async (p: Promise<unknown>) => {
         try {
@@ -1064,6 +1064,43 @@ describe('nvme target over TCP', function () {
       const back = await session(vol.nqn);
       assert.deepEqual(await read(back.io[0]!, 0, 4096), data);
       await target.removeSubsystem(vol.nqn);
+    });
+
+    it('a write still running when its host hangs up lands, and removing the subsystem waits for it', async () => {
+      const vol = await exportNew('hangup', 2 * MiB, { nqn: 'nqn.2024-01.io.example:hangup' });
+      const s = await session(vol.nqn, { ioQueues: 1 });
+      // Hold the store's buffered write until the host has gone and the removal has begun.
+      const real = store.writeBuffered.bind(store);
+      let entered!: () => void;
+      const reached = new Promise<void>((r) => (entered = r));
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      store.writeBuffered = async (...args: Parameters<Store['writeBuffered']>) => {
+        entered();
+        await gate;
+        return real(...args);
+      };
+      try {
+        const data = prand(64 * KiB, 21);
+        const pending = s.io[0]!.submit(writeSqe(128, data.length / 512), data).catch(() => undefined);
+        await reached;
+        s.io[0]!.close();
+        s.admin.close();
+        assert.equal(await closedWithin(s.io[0]!, 10_000), 'closed');
+        assert.equal(target.list().find((x) => x.nqn === vol.nqn)!.changesInFlight, 1, 'the orphaned write is still running');
+        let removed = false;
+        const removal = target.removeSubsystem(vol.nqn).then(() => (removed = true));
+        await sleep(50);
+        assert.equal(removed, false, 'removal waits for the running write');
+        release();
+        await removal;
+        await pending;
+        assert.deepEqual(await store.read('hangup', 'content', 128 * 512, data.length), data);
+        assert.equal(committedSegments(vol.id, 1), 1, 'and it was flushed on the way out (64 KiB segments: LBA 128 is segment 1)');
+      } finally {
+        store.writeBuffered = real;
+        release();
+      }
     });
 
     it('disconnects an I/O queue with Disconnect, and the controller with Disconnect on the admin queue', async () => {

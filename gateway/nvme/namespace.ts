@@ -31,6 +31,14 @@ export class BlockNamespace {
   /** The capsule's segment size (its policy), and the last write queued on each segment (see write). */
   private segmentSize = 0;
   private readonly segmentWrites = new Map<number, Promise<void>>();
+  /**
+   * Commands that change the file (write, flush, deallocate) still running. A queue whose host
+   * went away keeps its commands running to the end, as a kernel target does: whoever takes the
+   * namespace away, or a host that needs to know the old queue's writes have landed, waits for
+   * this to drain (see idle).
+   */
+  private changing = 0;
+  private idleWaiters: (() => void)[] = [];
 
   private constructor(readonly store: Store, spec: NamespaceSpec, private readonly resized: () => void) {
     this.capsuleId = store.resolveId(spec.ref);
@@ -113,7 +121,11 @@ export class BlockNamespace {
    * segment up to 8 times. NVMe gives no ordering between commands in flight, so any order is
    * correct; this one is submission order.
    */
-  async write(offset: number, data: Uint8Array, durable: boolean): Promise<void> {
+  write(offset: number, data: Uint8Array, durable: boolean): Promise<void> {
+    return this.tracked(this.queueWrite(offset, data, durable));
+  }
+
+  private async queueWrite(offset: number, data: Uint8Array, durable: boolean): Promise<void> {
     const seg = this.segmentSize;
     const first = Math.floor(offset / seg);
     const last = data.length > 0 ? Math.floor((offset + data.length - 1) / seg) : first;
@@ -130,15 +142,38 @@ export class BlockNamespace {
     } finally {
       for (let idx = first; idx <= last; idx++) if (this.segmentWrites.get(idx) === settled) this.segmentWrites.delete(idx);
     }
-    if (durable) await this.flush();
+    if (durable) await this.store.flush(this.capsuleId, this.file);
   }
 
   flush(): Promise<void> {
-    return this.store.flush(this.capsuleId, this.file);
+    return this.tracked(this.store.flush(this.capsuleId, this.file));
   }
 
-  async deallocate(offset: number, length: number): Promise<void> {
-    await this.store.punchHole(this.capsuleId, this.file, offset, length);
+  deallocate(offset: number, length: number): Promise<void> {
+    return this.tracked(this.store.punchHole(this.capsuleId, this.file, offset, length));
+  }
+
+  /** Write, flush and deallocate commands still running. */
+  get changesInFlight(): number {
+    return this.changing;
+  }
+
+  /** Resolves once no write, flush or deallocate is running. */
+  idle(): Promise<void> {
+    if (this.changing === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private tracked<T>(p: Promise<T>): Promise<T> {
+    this.changing++;
+    const settle = () => {
+      if (--this.changing > 0) return;
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    };
+    p.then(settle, settle);
+    return p;
   }
 
   close(): void {

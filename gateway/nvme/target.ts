@@ -44,6 +44,8 @@ export interface SubsystemInfo {
   blocks: number;
   allowedHosts: string[];
   controllers: number;
+  /** Write, flush and deallocate commands still running (also those of queues already closed). */
+  changesInFlight: number;
 }
 
 const NQN_MAX = 223;
@@ -66,7 +68,7 @@ class Subsystem implements ControllerHost {
 
   info(): SubsystemInfo {
     const ns = this.namespace;
-    return { nqn: this.nqn, capsuleId: ns.capsuleId, file: ns.file, readOnly: ns.readOnly, blockSize: ns.blockSize, blocks: ns.blocks, allowedHosts: [...this.allowedHosts], controllers: this.controllers.size };
+    return { nqn: this.nqn, capsuleId: ns.capsuleId, file: ns.file, readOnly: ns.readOnly, blockSize: ns.blockSize, blocks: ns.blocks, allowedHosts: [...this.allowedHosts], controllers: this.controllers.size, changesInFlight: ns.changesInFlight };
   }
 }
 
@@ -161,6 +163,8 @@ export class NvmeTarget implements ControllerRegistry {
     for (const c of [...sub.controllers.values()]) c.shutdown('subsystem removed');
     sub.controllers.clear();
     try {
+      // Commands of the closed queues finish first, so the flush covers every write they made.
+      await sub.namespace.idle();
       await sub.namespace.flush();
     } finally {
       sub.namespace.close();
