@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { prand, rmrf, sha256, tmpDir } from './helpers/tmp.js';
-import { sh, spacectl, startServe } from './helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { SPACECTL, sh, spacectl, startServe } from './helpers/cli.js';
 
 const ID = '550e8400-e29b-41d4-a716-446655440000';
 
@@ -146,6 +147,29 @@ describe('spacectl', function () {
       for (let i = 0; i < 50 && fs.existsSync(path.join(home, 'data', 'owner.json')); i++) await new Promise((res) => setTimeout(res, 100));
       assert.ok(!fs.existsSync(path.join(home, 'data', 'owner.json')));
       assert.equal((await spacectl(['cat', '--id', ID, '--path', 'new.txt'], env)).stdout, 'written through FUSE\n');
+    });
+
+    it('a --foreground mount stays attached and exits when unmounted, as sshfs -f does', async () => {
+      const target = path.join(home, 'view3');
+      fs.writeFileSync(path.join(home, 'fg.txt'), 'foreground');
+      await spacectl(['put', path.join(home, 'fg.txt'), '--name', 'fg'], env);
+      const child = spawn(process.execPath, [SPACECTL, 'project', 'mount', '--name', 'fg', '--target', target, '--foreground'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      try {
+        for (let i = 0; i < 100 && !stdout.includes('mounted capsule'); i++) await new Promise((res) => setTimeout(res, 100));
+        assert.match(stdout, new RegExp(`mounted capsule \\S+ at ${target}`));
+        assert.equal(fs.readFileSync(path.join(target, 'content'), 'utf8'), 'foreground');
+        assert.equal(child.exitCode, null, 'attached while mounted');
+        const r = await spacectl(['project', 'umount', '--target', target], env);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(await exited, 0, 'the foreground process ends with its mount');
+        assert.ok(!fs.readFileSync('/proc/mounts', 'utf8').includes(target), 'no mount left behind');
+        assert.ok(!fs.existsSync(path.join(home, 'data', 'owner.json')), 'data dir released');
+      } finally {
+        if (child.exitCode === null) child.kill('SIGTERM');
+      }
     });
 
     it('SIGTERM to the mount process unmounts and keeps written data', async () => {

@@ -3,8 +3,9 @@
  *
  * A mount is served by the process that owns the data dir (one writer per head). `mount` asks
  * that process over its socket; when nobody owns the dir it starts one in the background (as
- * sshfs does) and returns once the mount is live. That background owner exits when its last
- * mount goes away. --foreground keeps the serving process attached instead.
+ * sshfs does) and returns once the mount is live. --foreground keeps the serving process attached
+ * instead. Either way the owner started for a mount exits once its last mount goes away
+ * (`project umount`), as `sshfs -f` does, or on SIGTERM/SIGINT/SIGHUP.
  */
 import path from 'node:path';
 import { readOwner } from '../../capsule/lock.js';
@@ -51,13 +52,13 @@ class IdleAwareViews implements ViewManager {
   }
 }
 
-async function mountForeground(dataDir: string, spec: MountSpec, exitWhenIdle: boolean): Promise<void> {
+async function mountForeground(dataDir: string, spec: MountSpec): Promise<void> {
   const logger = createLogger({ component: 'mount' });
   const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }) });
   let stop!: () => void;
   const stopped = new Promise<void>((r) => (stop = r));
   const local = new LocalViewManager(store, logger.child({ component: 'fuse' }));
-  const views = exitWhenIdle ? new IdleAwareViews(local, () => stop()) : local;
+  const views = new IdleAwareViews(local, () => stop());
   // Serve the Capsule API on the data dir's socket only: other spacectl commands route here.
   const gw = await startGateway({ dataDir, store, views, listen: '', httpListen: '', logger });
   // Listen before saying the mount is up: whoever waits for that line may signal us at once.
@@ -78,7 +79,7 @@ async function mountForeground(dataDir: string, spec: MountSpec, exitWhenIdle: b
 
 /** Start a detached owner process for the data dir and wait until the mount is live. */
 async function mountBackground(dataDir: string, spec: MountSpec): Promise<void> {
-  const bg = startDetached(dataDir, 'mount.log', ['project', 'mount', '--id', spec.ref, '--target', spec.target, '--data-dir', dataDir, '--foreground', '--exit-when-idle', ...(spec.rw ? ['--rw'] : [])]);
+  const bg = startDetached(dataDir, 'mount.log', ['project', 'mount', '--id', spec.ref, '--target', spec.target, '--data-dir', dataDir, '--foreground', ...(spec.rw ? ['--rw'] : [])]);
   const { child, logFile } = bg;
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
@@ -119,7 +120,8 @@ async function mount(f: Flags): Promise<void> {
   const target = path.resolve(targetArg);
   const spec: MountSpec = { ref, target, rw: f.bool('rw') };
   const foreground = f.bool('foreground');
-  const exitWhenIdle = f.bool('exit-when-idle');
+  // Accepted for older background starts; a mount's owner always exits when idle now.
+  f.bool('exit-when-idle');
   const dataDir = dataDirOf(f);
   const client = ownerClient(f, dataDir);
   f.rejectUnknown();
@@ -138,7 +140,7 @@ async function mount(f: Flags): Promise<void> {
   } finally {
     await store.close();
   }
-  if (foreground) return mountForeground(dataDir, spec, exitWhenIdle);
+  if (foreground) return mountForeground(dataDir, spec);
   return mountBackground(dataDir, spec);
 }
 
