@@ -50,6 +50,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Store } from '../capsule/store.js';
 import { serverCacheBytes } from '../capsule/cache-size.js';
+import { sharedCodecPool, type CodecPool } from '../capsule/codec-pool.js';
 import { validatePolicy } from '../capsule/policy.js';
 import { NfsServer } from '../gateway/nfs/server.js';
 import {
@@ -388,13 +389,23 @@ async function inner(): Promise<void> {
   const gib = mib / 1024;
 
   /** One nfs-cp; returns MiB/s and the server's CPU seconds per GiB. */
-  const copyTimed = async (n: ServerName, args: string[]): Promise<{ rate: number; cpu: number }> => {
+  // Segments our store reads from disk (decodes in the codec pool), to tell a warm read that
+  // was served from the segment cache from one that was not.
+  let segmentLoads = 0;
+  const pool = sharedCodecPool();
+  const readAndDecode = pool.readAndDecode.bind(pool);
+  pool.readAndDecode = (...args: Parameters<CodecPool['readAndDecode']>) => {
+    segmentLoads++;
+    return readAndDecode(...args);
+  };
+  const copyTimed = async (n: ServerName, args: string[]): Promise<{ rate: number; cpu: number; loads: number }> => {
     const c0 = serverCpu(n);
+    const l0 = segmentLoads;
     const { secs } = await runTool('nfs-cp', args);
-    return { rate: mib / secs, cpu: (serverCpu(n) - c0) / gib };
+    return { rate: mib / secs, cpu: (serverCpu(n) - c0) / gib, loads: segmentLoads - l0 };
   };
 
-  const write = async (n: ServerName): Promise<{ rate: number; cpu: number }> => {
+  const write = async (n: ServerName): Promise<{ rate: number; cpu: number; loads: number }> => {
     const t = targets[n];
     await client.run({ op: 'remove', name: FILE, ...endpoint(t) });
     await sync();
@@ -402,7 +413,7 @@ async function inner(): Promise<void> {
   };
 
   /** cold: our store reopened (empty segment cache), then sync + drop_caches. */
-  const read = async (n: ServerName, cold: boolean, blocks: UniqueBlocks): Promise<{ rate: number; cpu: number }> => {
+  const read = async (n: ServerName, cold: boolean, blocks: UniqueBlocks): Promise<{ rate: number; cpu: number; loads: number }> => {
     const t = targets[n];
     rmrf(copy);
     if (cold) {
@@ -439,16 +450,22 @@ async function inner(): Promise<void> {
     const rc: Partial<Record<ServerName, number>> = {};
     const rw: Partial<Record<ServerName, number>> = {};
     const keep = (s: Series, x: { rate: number; cpu: number }) => (counted ? record(s, x) : x.rate);
+    const detail: string[] = [];
     for (const n of order) w[n] = keep(m.write[n], await write(n));
     for (const n of order) {
-      rc[n] = keep(m.readCold[n], await read(n, true, blocks));
-      rw[n] = keep(m.readWarm[n], await read(n, false, blocks));
+      const cold = await read(n, true, blocks);
+      const warm = await read(n, false, blocks);
+      rc[n] = keep(m.readCold[n], cold);
+      rw[n] = keep(m.readWarm[n], warm);
+      const loads = n === 'ganesha' ? '' : `, segments loaded ${cold.loads} / ${warm.loads}`;
+      detail.push(`${n} read CPU cold / warm ${round(cold.cpu)} / ${round(warm.cpu)} s/GiB${loads}`);
     }
     const f = (x: number | undefined) => (x === undefined ? '-' : String(Math.round(x)));
     const reads = `write ours ${f(w.ours)} / ganesha ${f(w.ganesha)}${withEnc ? ` / enc ${f(w['ours-enc'])}` : ''} MiB/s`
       + ` | cold read ${f(rc.ours)} / ${f(rc.ganesha)}${withEnc ? ` / ${f(rc['ours-enc'])}` : ''} | warm read ${f(rw.ours)} / ${f(rw.ganesha)}${withEnc ? ` / ${f(rw['ours-enc'])}` : ''}`;
     if (!counted) {
       console.log(`  warm-up ${r + warmups + 1} (not counted; ${order.join(' -> ')}, ${round((now() - t0) / 1000)} s): ${reads}`);
+      console.log(`    ${detail.join('; ')}`);
       continue;
     }
     const mt: Partial<Record<'ours' | 'ganesha', number>> = {};
@@ -468,6 +485,7 @@ async function inner(): Promise<void> {
       ratios.encReadWarm.push(rw['ours-enc']! / rw.ganesha!);
     }
     console.log(`  rep ${r + 1} (${order.join(' -> ')}, ${round((now() - t0) / 1000)} s): ${reads} | metadata ${f(mt.ours)} / ${f(mt.ganesha)} files/s`);
+    console.log(`    ${detail.join('; ')}`);
   }
 
   // Optional: one more write and read of ours under the CPU profiler (not part of the figures above).
