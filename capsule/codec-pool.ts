@@ -21,7 +21,7 @@ export interface SegmentSink {
 
 export type CodecJob =
   | { op: 'encode'; seq: number; plain: ArrayBuffer; offset: number; length: number; codec: Compression; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number; sink?: SegmentSink }
-  | { op: 'decode'; seq: number; id: string; blob?: ArrayBuffer; file?: string; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number };
+  | { op: 'decode'; seq: number; id: string; blob?: ArrayBuffer; file?: string; direct?: boolean; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number };
 
 export type CodecResult =
   | { seq: number; ok: true; id?: string | null; blob?: ArrayBuffer; plain?: ArrayBuffer; plainOffset?: number; plainLength?: number; clen?: number; written?: boolean; missing?: boolean; needKey?: number; spent?: ArrayBuffer }
@@ -179,9 +179,10 @@ export class CodecPool {
    * Read a segment file and verify/decode it in a worker. `dataKeyFor` gives the key for the
    * key id in the segment's header; the capsule's own key is sent along and the rare segment
    * written under another key (a clone's origin) costs one more round trip.
-   * Resolves null when the file does not exist.
+   * Resolves null when the file does not exist. `direct`: encrypted segment files may be read
+   * with O_DIRECT (see direct-read.ts).
    */
-  async readAndDecode(id: string, file: string, hashKey: Buffer, own: { id: number; key: Buffer } | undefined, dataKeyFor: (keyId: number) => Buffer): Promise<Buffer | null> {
+  async readAndDecode(id: string, file: string, hashKey: Buffer, own: { id: number; key: Buffer } | undefined, dataKeyFor: (keyId: number) => Buffer, direct = false): Promise<Buffer | null> {
     if (this.inline) {
       let blob: Buffer;
       try {
@@ -195,7 +196,7 @@ export class CodecPool {
     let key = own;
     for (let attempt = 0; attempt < 2; attempt++) {
       const seq = ++this.seq;
-      const r = await this.run({ op: 'decode', seq, id, file, hashKey, dataKey: key?.key, dataKeyId: key?.id }, []);
+      const r = await this.run({ op: 'decode', seq, id, file, direct, hashKey, dataKey: key?.key, dataKeyId: key?.id }, []);
       if (!r.ok) throw new Error(r.error);
       if (r.missing) return null;
       if (r.needKey !== undefined) {

@@ -10,6 +10,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { decodeSegment, encodeSegmentParts, segmentAddress } from './segment-codec.js';
 import { ownedCopy, ownsBuffer, type CodecJob, type CodecResult, type SegmentSink } from './codec-pool.js';
 import { SegmentFileWriter } from './direct-write.js';
+import { SegmentFileReader } from './direct-read.js';
 
 // This thread only (Linux: setpriority on the calling thread); see defaultWorkerNice.
 const nice = (workerData as { nice?: number } | null)?.nice ?? 0;
@@ -60,24 +61,19 @@ function writeSegment(sink: SegmentSink, id: string, parts: Buffer[]): boolean {
 
 /**
  * A whole segment file, read into one of two kinds of buffer:
- * - `scratch` (encrypted capsules): one buffer this worker reuses. Decoding never hands the file
- *   bytes out (the plaintext is the decipher's output), and a fresh megabyte per segment costs
- *   first-touch page faults that dominate in some VMs.
- * - `own` (unencrypted capsules): a buffer of its own. The plaintext of an uncompressed segment
- *   is then a view of it and goes to the store as it is (transferred); reading into the scratch
- *   buffer would cost one more copy of every segment.
+ * - encrypted capsules: the buffer of a SegmentFileReader, reused (with O_DIRECT where the store
+ *   and its filesystem allow). Decoding never hands the file bytes out (the plaintext is the
+ *   decipher's output), and a fresh megabyte per segment costs first-touch page faults that
+ *   dominate in some VMs.
+ * - unencrypted capsules: a buffer of its own. The plaintext of an uncompressed segment is then a
+ *   view of it and goes to the store as it is (transferred); reading into a reused buffer would
+ *   cost one more copy of every segment.
  */
-let scratch = Buffer.allocUnsafeSlow(0);
-function readSegmentFile(file: string, into: 'scratch' | 'own'): Buffer {
+function readOwnBuffer(file: string): Buffer {
   const fd = fs.openSync(file, 'r');
   try {
     const size = fs.fstatSync(fd).size;
-    let buf: Buffer;
-    if (into === 'own') buf = Buffer.allocUnsafeSlow(size);
-    else {
-      if (scratch.length < size) scratch = Buffer.allocUnsafeSlow(Math.max(size, 2 * scratch.length));
-      buf = scratch;
-    }
+    const buf = Buffer.allocUnsafeSlow(size);
     let off = 0;
     while (off < size) {
       const n = fs.readSync(fd, buf, off, size - off, off);
@@ -88,6 +84,15 @@ function readSegmentFile(file: string, into: 'scratch' | 'own'): Buffer {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** One reader per store directory and setting: each learns on its own whether O_DIRECT works there. */
+const readers = new Map<string, SegmentFileReader>();
+function readerFor(file: string, direct: boolean): SegmentFileReader {
+  const key = `${direct ? 'direct' : 'buffered'}:${path.dirname(path.dirname(file))}`;
+  let r = readers.get(key);
+  if (!r) readers.set(key, (r = new SegmentFileReader(direct)));
+  return r;
 }
 
 parentPort!.on('message', (job: CodecJob) => {
@@ -115,9 +120,14 @@ parentPort!.on('message', (job: CodecJob) => {
       }
     } else {
       let blob: Buffer | null;
+      // Whether the blob's buffer is this job's alone (then a plaintext view of it can be sent).
+      let ownsBlob = true;
       if (job.file) {
         try {
-          blob = readSegmentFile(job.file, job.dataKey ? 'scratch' : 'own');
+          if (job.dataKey) {
+            blob = readerFor(job.file, job.direct ?? false).readAll(job.file);
+            ownsBlob = false;
+          } else blob = readOwnBuffer(job.file);
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
           blob = null;
@@ -129,7 +139,7 @@ parentPort!.on('message', (job: CodecJob) => {
           if (job.dataKey && job.dataKeyId === keyId) return Buffer.from(job.dataKey);
           throw new NeedKey(keyId);
         });
-        if (plain.buffer === blob.buffer && blob.buffer !== scratch.buffer) {
+        if (ownsBlob && plain.buffer === blob.buffer) {
           // a view of the buffer read for it alone: send that buffer, say where the bytes are
           res = { seq: job.seq, ok: true, plain: plain.buffer as ArrayBuffer, plainOffset: plain.byteOffset, plainLength: plain.length };
         } else {

@@ -56,9 +56,9 @@ export interface StoreOptions {
    */
   reclaim?: boolean;
   /**
-   * Write new segment files with O_DIRECT, past the page cache (default true unless the
-   * environment says SPACE_DIRECT_IO=0; falls back by itself where the filesystem refuses it).
-   * See direct-write.ts.
+   * Write new segment files, and read those of encrypted capsules, with O_DIRECT, past the page
+   * cache (default true unless the environment says SPACE_DIRECT_IO=0; falls back by itself
+   * where the filesystem refuses it). See direct-write.ts and direct-read.ts.
    */
   directIo?: boolean;
 }
@@ -738,7 +738,7 @@ export class Store implements CapsuleApi {
     let plain: Buffer | null;
     try {
       // The worker reads the file too: the event loop only learns the verified plaintext.
-      plain = await this.codec.readAndDecode(seg, this.files.pathOf(seg), c.keys.hashKey, c.keys.dataKey, this.dataKeyById);
+      plain = await this.codec.readAndDecode(seg, this.files.pathOf(seg), c.keys.hashKey, c.keys.dataKey, this.dataKeyById, this.files.direct);
     } catch (e) {
       throw damaged((e as Error).message);
     }

@@ -5,6 +5,7 @@ import { SegmentFileWriter } from '../capsule/direct-write.js';
 import { Store } from '../capsule/store.js';
 import { validatePolicy } from '../capsule/policy.js';
 import { tmpDir, rmrf, prand, chunks } from './helpers/tmp.js';
+import { enforcesAlignment } from './helpers/direct-io.js';
 
 /** Split `b` into parts at pseudo-random points (parts cross the 4 KiB alignment anywhere). */
 function split(b: Buffer, seed: number): Buffer[] {
@@ -34,21 +35,6 @@ class MisalignedStaging extends SegmentFileWriter {
   private raw = Buffer.from(new WebAssembly.Memory({ initial: 64 }).buffer);
   protected override stagingFor(bytes: number): Buffer {
     return this.raw.subarray(1, 1 + bytes);
-  }
-}
-
-/** Whether this directory's filesystem enforces O_DIRECT alignment (ext4, xfs: yes). */
-function enforcesAlignment(dir: string): boolean {
-  const f = path.join(dir, 'probe');
-  const fd = fs.openSync(f, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_DIRECT, 0o600);
-  try {
-    fs.writeSync(fd, Buffer.from(new WebAssembly.Memory({ initial: 1 }).buffer).subarray(1, 1 + 4096), 0, 4096, 0);
-    return false;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EINVAL';
-  } finally {
-    fs.closeSync(fd);
-    fs.rmSync(f, { force: true });
   }
 }
 
