@@ -21,11 +21,7 @@
  * some FUSE or overlay filesystems) makes the reader fall back to ordinary reads for good.
  */
 import fs from 'node:fs';
-
-/** Covers 512- and 4096-byte logical blocks and the page size. */
-const ALIGN = 4096;
-const WASM_PAGE = 64 << 10;
-const O_DIRECT = fs.constants.O_DIRECT as number | undefined;
+import { ALIGN, O_DIRECT, alignedBuffer, directIoWanted, openOrRefused, refusesDirect } from './direct-io.js';
 
 export class SegmentFileReader {
   private aligned: Buffer | null = null;
@@ -34,7 +30,7 @@ export class SegmentFileReader {
   private direct: boolean;
 
   constructor(direct: boolean) {
-    this.direct = direct && typeof O_DIRECT === 'number' && O_DIRECT !== 0;
+    this.direct = directIoWanted(direct);
   }
 
   get usesDirectIo(): boolean {
@@ -63,11 +59,8 @@ export class SegmentFileReader {
 
   /** Null when O_DIRECT is refused here; other errors throw. */
   private tryDirect(file: string): Buffer | null {
-    let fd: number;
-    try {
-      fd = this.openDirect(file);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+    const fd = openOrRefused(() => this.openDirect(file));
+    if (fd === null) {
       this.direct = false;
       return null;
     }
@@ -76,7 +69,7 @@ export class SegmentFileReader {
       const span = Math.ceil(size / ALIGN) * ALIGN;
       return readUntilEnd(fd, this.alignedFor(span), size, span);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+      if (!refusesDirect(e)) throw e;
       this.direct = false; // refused at the read (an alignment this filesystem wants)
       return null;
     } finally {
@@ -91,11 +84,7 @@ export class SegmentFileReader {
 
   /** The aligned buffer (a seam for tests: a misaligned one). */
   protected alignedFor(bytes: number): Buffer {
-    if (!this.aligned || this.aligned.length < bytes) {
-      const pages = Math.max(1, Math.ceil(bytes / WASM_PAGE));
-      this.aligned = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer);
-    }
-    return this.aligned;
+    return (this.aligned = alignedBuffer(this.aligned, bytes));
   }
 }
 

@@ -16,11 +16,7 @@
  * overlay filesystems) makes the writer fall back to buffered writes for good.
  */
 import fs from 'node:fs';
-
-/** Covers 512- and 4096-byte logical blocks and the page size. */
-const ALIGN = 4096;
-const WASM_PAGE = 64 << 10;
-const O_DIRECT = fs.constants.O_DIRECT as number | undefined;
+import { ALIGN, O_DIRECT, alignedBuffer, directIoWanted, openOrRefused, refusesDirect } from './direct-io.js';
 
 export class SegmentFileWriter {
   private staging: Buffer | null = null;
@@ -28,7 +24,7 @@ export class SegmentFileWriter {
   private direct: boolean;
 
   constructor(direct: boolean) {
-    this.direct = direct && typeof O_DIRECT === 'number' && O_DIRECT !== 0;
+    this.direct = directIoWanted(direct);
   }
 
   get usesDirectIo(): boolean {
@@ -59,11 +55,8 @@ export class SegmentFileWriter {
       p.copy(buf, at, 0, n);
       at += n;
     }
-    let fd: number;
-    try {
-      fd = this.openDirect(file);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+    const fd = openOrRefused(() => this.openDirect(file));
+    if (fd === null) {
       this.direct = false;
       return false;
     }
@@ -77,7 +70,7 @@ export class SegmentFileWriter {
     } catch (e) {
       fs.closeSync(fd);
       fs.rmSync(file, { force: true });
-      if ((e as NodeJS.ErrnoException).code !== 'EINVAL' || written > 0) throw e;
+      if (!refusesDirect(e) || written > 0) throw e;
       this.direct = false; // refused at the first write (alignment this filesystem wants)
       return false;
     }
@@ -103,11 +96,7 @@ export class SegmentFileWriter {
 
   /** The aligned staging buffer (a seam for tests: a misaligned one). */
   protected stagingFor(bytes: number): Buffer {
-    if (!this.staging || this.staging.length < bytes) {
-      const pages = Math.ceil(bytes / WASM_PAGE);
-      this.staging = Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer);
-    }
-    return this.staging;
+    return (this.staging = alignedBuffer(this.staging, bytes));
   }
 }
 
