@@ -434,15 +434,22 @@ export class Store implements CapsuleApi {
 
   private lookup(c: Capsule, version: number, p: string): InodeRow {
     const parts = splitPath(p);
-    let node = this.inode(c.row.id, version, ROOT_INO);
-    if (!node) throw new SpaceError('INTERNAL', `capsule ${c.row.name} has no root directory`);
+    if (parts.length === 0) {
+      const root = this.inode(c.row.id, version, ROOT_INO);
+      if (!root) throw new SpaceError('INTERNAL', `capsule ${c.row.name} has no root directory`);
+      return root;
+    }
+    // Below the root, only the rows along the path are read: the root is a directory by
+    // construction, and metadata-heavy clients (NFS asks for attributes with every reply) walk
+    // paths tens of thousands of times a second.
+    let node: InodeRow | undefined;
     for (let i = 0; i < parts.length; i++) {
-      if (node.type !== T_DIR) throw new SpaceError('NOT_FOUND', `${parts.slice(0, i).join('/')} is not a directory in capsule ${c.row.name}`, { errno: 'ENOTDIR' });
-      const next = this.child(c.row.id, version, node.ino, parts[i]!);
+      if (node && node.type !== T_DIR) throw new SpaceError('NOT_FOUND', `${parts.slice(0, i).join('/')} is not a directory in capsule ${c.row.name}`, { errno: 'ENOTDIR' });
+      const next = this.child(c.row.id, version, node ? node.ino : ROOT_INO, parts[i]!);
       if (!next) throw notFound(`${parts.slice(0, i + 1).join('/')} not found in capsule ${c.row.name}`);
       node = next;
     }
-    return node;
+    return node!;
   }
 
   private lookupFile(c: Capsule, version: number, p: string): InodeRow {
