@@ -29,7 +29,9 @@
  *             BENCH_NFS_QD (default 16) files in flight on one connection; files/s (each file
  *             is 3 RPCs).
  *   CPU       server CPU time per GiB moved (ours: this process, all threads; ganesha: its
- *             process from /proc), a hint of where the two differ.
+ *             process from /proc), a hint of where the two differ; per repetition also the
+ *             client's (nfs-cp under GNU time, Debian package `time`, where installed) and the
+ *             segments our store loaded from disk.
  * Targets (from the issue): read >= 1.0 x ganesha, write >= 0.8 x ganesha.
  *
  * Needs root, `ip netns`, nfs-ganesha + nfs-ganesha-vfs + rpcbind and libnfs-utils (nfs-cp);
@@ -76,6 +78,7 @@ const WRITE_TARGET = 0.8;
 const INNER_ENV = 'BENCH_NFS_INNER_NS';
 const SCRATCH_ENV = 'BENCH_NFS_SCRATCH';
 const SHM_ENV = 'BENCH_NFS_SHM';
+const TIME_TOOL = '/usr/bin/time';
 const INSTALL_HINT = 'apt-get install nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils';
 
 type ServerName = 'ours' | 'ganesha' | 'ours-enc';
@@ -398,14 +401,24 @@ async function inner(): Promise<void> {
     segmentLoads++;
     return readAndDecode(...args);
   };
-  const copyTimed = async (n: ServerName, args: string[]): Promise<{ rate: number; cpu: number; loads: number }> => {
+  // The client's CPU too (GNU time, where installed): a slow repetition of either server has
+  // shown up as client kernel time (its copy into /dev/shm landing on memory the VM's host had
+  // taken back), not as server time.
+  const timeTool = fs.existsSync(TIME_TOOL) ? TIME_TOOL : undefined;
+  const timeOut = path.join(process.env[SHM_ENV] ?? scratch, 'nfs-cp.time');
+  const copyTimed = async (n: ServerName, args: string[]): Promise<{ rate: number; cpu: number; loads: number; clientCpu?: number }> => {
     const c0 = serverCpu(n);
     const l0 = segmentLoads;
-    const { secs } = await runTool('nfs-cp', args);
-    return { rate: mib / secs, cpu: (serverCpu(n) - c0) / gib, loads: segmentLoads - l0 };
+    const { secs } = timeTool ? await runTool(timeTool, ['-f', '%U %S', '-o', timeOut, 'nfs-cp', ...args]) : await runTool('nfs-cp', args);
+    let clientCpu: number | undefined;
+    if (timeTool) {
+      const [user, sys] = fs.readFileSync(timeOut, 'utf8').trim().split(/\s+/).slice(-2).map(Number);
+      if (Number.isFinite(user) && Number.isFinite(sys)) clientCpu = (user! + sys!) / gib;
+    }
+    return { rate: mib / secs, cpu: (serverCpu(n) - c0) / gib, loads: segmentLoads - l0, clientCpu };
   };
 
-  const write = async (n: ServerName): Promise<{ rate: number; cpu: number; loads: number }> => {
+  const write = async (n: ServerName): Promise<{ rate: number; cpu: number; loads: number; clientCpu?: number }> => {
     const t = targets[n];
     await client.run({ op: 'remove', name: FILE, ...endpoint(t) });
     await sync();
@@ -413,7 +426,7 @@ async function inner(): Promise<void> {
   };
 
   /** cold: our store reopened (empty segment cache), then sync + drop_caches. */
-  const read = async (n: ServerName, cold: boolean, blocks: UniqueBlocks): Promise<{ rate: number; cpu: number; loads: number }> => {
+  const read = async (n: ServerName, cold: boolean, blocks: UniqueBlocks): Promise<{ rate: number; cpu: number; loads: number; clientCpu?: number }> => {
     const t = targets[n];
     rmrf(copy);
     if (cold) {
@@ -458,7 +471,8 @@ async function inner(): Promise<void> {
       rc[n] = keep(m.readCold[n], cold);
       rw[n] = keep(m.readWarm[n], warm);
       const loads = n === 'ganesha' ? '' : `, segments loaded ${cold.loads} / ${warm.loads}`;
-      detail.push(`${n} read CPU cold / warm ${round(cold.cpu)} / ${round(warm.cpu)} s/GiB${loads}`);
+      const client = cold.clientCpu === undefined ? '' : ` (client ${round(cold.clientCpu)} / ${round(warm.clientCpu ?? NaN)})`;
+      detail.push(`${n} read CPU cold / warm ${round(cold.cpu)} / ${round(warm.cpu)} s/GiB${client}${loads}`);
     }
     const f = (x: number | undefined) => (x === undefined ? '-' : String(Math.round(x)));
     const reads = `write ours ${f(w.ours)} / ganesha ${f(w.ganesha)}${withEnc ? ` / enc ${f(w['ours-enc'])}` : ''} MiB/s`
