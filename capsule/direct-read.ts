@@ -11,6 +11,10 @@
  * reads and read 5-10 % faster. Storage engines that keep their own cache (BlueStore, Longhorn's
  * replicas) read their data files this way.
  *
+ * Only sequential reads (streams and read-ahead) go this way. A random reader keeps the page
+ * cache: it holds a working set larger than the store's segment cache (uniform 4 KiB reads over
+ * 1 GiB through a 64 MiB segment cache ran at 60 % of their IOPS with every segment read direct).
+ *
  * Unencrypted segments are not read this way: their plaintext is a view of the file bytes and is
  * handed out as it is, so they are read into a buffer of their own (a direct read would need one
  * more copy out of the aligned buffer, which measured no faster).

@@ -56,8 +56,8 @@ export interface StoreOptions {
    */
   reclaim?: boolean;
   /**
-   * Write new segment files, and read those of encrypted capsules, with O_DIRECT, past the page
-   * cache (default true unless the environment says SPACE_DIRECT_IO=0; falls back by itself
+   * Write new segment files, and read those of encrypted capsules sequentially, with O_DIRECT,
+   * past the page cache (default true unless the environment says SPACE_DIRECT_IO=0; falls back by itself
    * where the filesystem refuses it). See direct-write.ts and direct-read.ts.
    */
   directIo?: boolean;
@@ -724,18 +724,23 @@ export class Store implements CapsuleApi {
     this.stmt('INSERT INTO segments (id, domain, plen, clen) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING').run(s.id, c.row.domain, s.plen, s.clen);
   }
 
-  /** Verified plaintext of a segment; integrity failures name capsule, file and offset. */
-  private loadSegment(c: Capsule, p: string, idx: number, seg: string, cache = true): Promise<Buffer> {
+  /**
+   * Verified plaintext of a segment; integrity failures name capsule, file and offset.
+   * `streaming`: part of a sequential read (a stream, or read-ahead), whose segment files may be
+   * read past the page cache (direct-read.ts); random reads keep the page cache, which holds a
+   * working set larger than the segment cache.
+   */
+  private loadSegment(c: Capsule, p: string, idx: number, seg: string, cache = true, streaming = false): Promise<Buffer> {
     const hit = this.cache.get(seg);
     if (hit) return Promise.resolve(hit);
     const inFlight = this.loading.get(seg);
-    if (inFlight) return inFlight.catch(() => this.decodeFromDisk(c, p, idx, seg, cache));
-    const job = this.decodeFromDisk(c, p, idx, seg, cache).finally(() => this.loading.delete(seg));
+    if (inFlight) return inFlight.catch(() => this.decodeFromDisk(c, p, idx, seg, cache, streaming));
+    const job = this.decodeFromDisk(c, p, idx, seg, cache, streaming).finally(() => this.loading.delete(seg));
     this.loading.set(seg, job);
     return job;
   }
 
-  private async decodeFromDisk(c: Capsule, p: string, idx: number, seg: string, cache: boolean): Promise<Buffer> {
+  private async decodeFromDisk(c: Capsule, p: string, idx: number, seg: string, cache: boolean, streaming: boolean): Promise<Buffer> {
     const offset = idx * c.policy.segmentSize;
     const damaged = (reason: string) => {
       this.events.emit('integrity', { capsule: c.row.id, file: p, offset, segment: seg });
@@ -745,7 +750,7 @@ export class Store implements CapsuleApi {
     let plain: Buffer | null;
     try {
       // The worker reads the file too: the event loop only learns the verified plaintext.
-      plain = await this.codec.readAndDecode(seg, this.files.pathOf(seg), c.keys.hashKey, c.keys.dataKey, this.dataKeyById, this.files.direct);
+      plain = await this.codec.readAndDecode(seg, this.files.pathOf(seg), c.keys.hashKey, c.keys.dataKey, this.dataKeyById, this.files.direct && streaming);
     } catch (e) {
       throw damaged((e as Error).message);
     }
@@ -911,7 +916,7 @@ export class Store implements CapsuleApi {
       const e = byIdx.get(first);
       const from = offset - first * segSize;
       const to = end - first * segSize;
-      if (e && to <= e.len) return (await this.loadSegment(c, p, first, e.seg, !streaming)).subarray(from, to);
+      if (e && to <= e.len) return (await this.loadSegment(c, p, first, e.seg, !streaming, streaming || sequential)).subarray(from, to);
     }
     // Several segments: load them concurrently, then assemble (dirty data wins, holes are zeros).
     // The buffered segments are taken now, with the extent rows: a flush that commits while the
@@ -926,11 +931,11 @@ export class Store implements CapsuleApi {
         // Partly written over bytes that were never loaded: the read needs those too.
         const segStart = idx * segSize;
         if (e && d!.lacks(buffered, Math.max(offset, segStart) - segStart, Math.min(end, segStart + segSize) - segStart)) {
-          loads.set(idx, this.loadSegment(c, p, idx, e.seg, !streaming));
+          loads.set(idx, this.loadSegment(c, p, idx, e.seg, !streaming, streaming || sequential));
         }
         continue;
       }
-      if (e) loads.set(idx, this.loadSegment(c, p, idx, e.seg, !streaming));
+      if (e) loads.set(idx, this.loadSegment(c, p, idx, e.seg, !streaming, streaming || sequential));
     }
     for (const l of loads.values()) l.catch(() => {}); // each is awaited below
     const out = Buffer.alloc(end - offset);
@@ -1006,7 +1011,7 @@ export class Store implements CapsuleApi {
     const exts = this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx BETWEEN ? AND ?').all(c.row.id, ino, from, to) as ExtentRow[];
     for (const e of exts) {
       const buffered = d?.lookup(e.idx);
-      if (!buffered || d!.unmerged.has(buffered)) this.loadSegment(c, p, e.idx, e.seg).catch(() => {});
+      if (!buffered || d!.unmerged.has(buffered)) this.loadSegment(c, p, e.idx, e.seg, true, true).catch(() => {});
     }
   }
 
