@@ -10,7 +10,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { decodeSegment, encodeSegmentParts, segmentAddress } from './segment-codec.js';
 import { ownedCopy, ownsBuffer, type CodecJob, type CodecResult, type SegmentSink } from './codec-pool.js';
 import { SegmentFileWriter } from './direct-write.js';
-import { SegmentFileReader } from './direct-read.js';
+import { SegmentFileReader, readUntilEnd } from './direct-read.js';
 
 // This thread only (Linux: setpriority on the calling thread); see defaultWorkerNice.
 const nice = (workerData as { nice?: number } | null)?.nice ?? 0;
@@ -73,14 +73,8 @@ function readOwnBuffer(file: string): Buffer {
   const fd = fs.openSync(file, 'r');
   try {
     const size = fs.fstatSync(fd).size;
-    const buf = Buffer.allocUnsafeSlow(size);
-    let off = 0;
-    while (off < size) {
-      const n = fs.readSync(fd, buf, off, size - off, off);
-      if (n === 0) break; // truncated underneath us: decoding reports the damage
-      off += n;
-    }
-    return buf.subarray(0, off);
+    // A file truncated underneath us comes back short: decoding reports the damage.
+    return readUntilEnd(fd, Buffer.allocUnsafeSlow(size), size, size);
   } finally {
     fs.closeSync(fd);
   }

@@ -29,7 +29,7 @@ import { ALIGN, O_DIRECT, alignedBuffer, directIoWanted, openOrRefused, refusesD
 
 export class SegmentFileReader {
   private aligned: Buffer | null = null;
-  private plain = Buffer.alloc(0);
+  private buffered = Buffer.alloc(0);
   /** False once this filesystem refused O_DIRECT (or the platform has none). */
   private direct: boolean;
 
@@ -54,8 +54,8 @@ export class SegmentFileReader {
     const fd = fs.openSync(file, 'r');
     try {
       const size = fs.fstatSync(fd).size;
-      if (this.plain.length < size) this.plain = Buffer.allocUnsafeSlow(Math.max(size, 2 * this.plain.length));
-      return readUntilEnd(fd, this.plain, size, size);
+      if (this.buffered.length < size) this.buffered = Buffer.allocUnsafeSlow(Math.max(size, 2 * this.buffered.length));
+      return readUntilEnd(fd, this.buffered, size, size);
     } finally {
       fs.closeSync(fd);
     }
@@ -93,7 +93,7 @@ export class SegmentFileReader {
 }
 
 /** Read from offset 0 until `size` bytes or end of file, asking for up to `span` (≥ size) at a time. */
-function readUntilEnd(fd: number, buf: Buffer, size: number, span: number): Buffer {
+export function readUntilEnd(fd: number, buf: Buffer, size: number, span: number): Buffer {
   let off = 0;
   while (off < size) {
     const n = fs.readSync(fd, buf, off, span - off, off);
