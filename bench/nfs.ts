@@ -12,17 +12,21 @@
  *             limit, capsule/cache-size.ts), exporting an UNENCRYPTED, UNCOMPRESSED capsule
  *             (/plain); and, as extra rows, an encrypted (AES-256-GCM) capsule (/enc)
  *
- * Measurements (each BENCH_REPS times, default 3; the servers take turns, and which one goes
+ * Measurements (each BENCH_REPS times, default 4; the servers take turns, and which one goes
  * first alternates per repetition, so drifting noise hits both; a ratio is ours / ganesha within
- * one repetition, the figure is the median ratio with min..max):
+ * one repetition, the figure is the median ratio with min..max). An even count gives each order
+ * as many repetitions: here, cold reads depend on the order (whichever server reads second can
+ * find the memory it needs costlier to get: see the read ratios by order printed after the
+ * table), and with an odd count the majority order would decide the median.
  *   write     `nfs-cp <source> nfs://127.0.0.1/<export>/big?version=3&nfsport=..&mountport=..`
  *             (libnfs: 1 MiB UNSTABLE WRITEs one at a time, then COMMIT on close; the time is
  *             the whole nfs-cp process, COMMIT included). The source is BENCH_SIZE_MB MiB of
  *             unique data in /dev/shm, new per repetition (so our store cannot deduplicate
  *             against an earlier copy); the previous copy is removed over NFS first, then sync.
- *   read      `nfs-cp nfs://.../big /dev/shm/...`: cold = after sync + drop_caches (and our
- *             store closed and reopened, so its segment cache is empty too; ganesha caches no
- *             file data of its own), then warm = the same read again at once. The copy is
+ *   read      `nfs-cp nfs://.../big /dev/shm/...`: cold = after sync + drop_caches, with our
+ *             store closed and reopened first, whichever server reads (ganesha caches no file
+ *             data of its own, and ours then holds none either: both servers start from the
+ *             same memory), then warm = the same read again at once. The copy is
  *             checked (size, and sampled 1 MiB blocks against the source).
  *   metadata  bench/nfs/meta-client.ts (own process, the project's RPC client): MOUNT, then
  *             BENCH_NFS_FILES (default 10000) x (CREATE UNCHECKED + GETATTR + REMOVE) with
@@ -40,7 +44,7 @@
  * Before them, BENCH_NFS_WARMUP (default 1) repetitions of the write and reads are run and printed
  * but not counted: the first gigabytes a run moves pay for memory the VM's host has not backed
  * yet, and whichever server goes first would pay for it.
- * Env: BENCH_SIZE_MB (default 1024), BENCH_REPS (3), BENCH_NFS_FILES (10000), BENCH_NFS_QD (16),
+ * Env: BENCH_SIZE_MB (default 1024), BENCH_REPS (4), BENCH_NFS_FILES (10000), BENCH_NFS_QD (16),
  * BENCH_NFS_ENC=0 (skip the encrypted rows), BENCH_NFS_FSYNC=0 (store with fsync:false),
  * BENCH_NFS_PROFILE=1 (after the measured runs: one more write, cold read, warm read and metadata
  * run of ours under the main thread's CPU profiler, not counted in the figures; .cpuprofile files
@@ -327,7 +331,7 @@ async function inner(): Promise<void> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   const mib = sizeMiB();
-  const reps = Math.max(1, envInt('BENCH_REPS', 3));
+  const reps = Math.max(1, envInt('BENCH_REPS', 4));
   const warmups = Math.max(0, envInt('BENCH_NFS_WARMUP', 1));
   const files = Math.max(1, envInt('BENCH_NFS_FILES', 10_000));
   const qd = Math.max(1, envInt('BENCH_NFS_QD', 16));
@@ -386,6 +390,12 @@ async function inner(): Promise<void> {
     meta: { ours: [] as number[], ganesha: [] as number[] },
   };
   const ratios = { write: [] as number[], readCold: [] as number[], readWarm: [] as number[], meta: [] as number[], encWrite: [] as number[], encReadCold: [] as number[], encReadWarm: [] as number[] };
+  // The read ratios again, split by which server went first in the repetition.
+  type Order = 'oursFirst' | 'ganeshaFirst';
+  const byOrder: Record<Order, { readCold: number[]; readWarm: number[] }> = {
+    oursFirst: { readCold: [], readWarm: [] },
+    ganeshaFirst: { readCold: [], readWarm: [] },
+  };
   let coldNote: string | undefined;
 
   const serverCpu = (n: ServerName) => (n === 'ganesha' ? procCpuSecs(ganeshaPid) : selfCpuSecs());
@@ -425,12 +435,16 @@ async function inner(): Promise<void> {
     return copyTimed(n, [src, url(t, FILE)]);
   };
 
-  /** cold: our store reopened (empty segment cache), then sync + drop_caches. */
+  /**
+   * cold: our store reopened (empty segment cache), then sync + drop_caches. Before ganesha's
+   * cold read too: otherwise ganesha's read after ours ran beside the gigabyte our cache still
+   * held from our warm read, and the two cold reads did not start from the same machine state.
+   */
   const read = async (n: ServerName, cold: boolean, blocks: UniqueBlocks): Promise<{ rate: number; cpu: number; loads: number; clientCpu?: number }> => {
     const t = targets[n];
     rmrf(copy);
     if (cold) {
-      if (n !== 'ganesha') await ours.reopen();
+      await ours.reopen();
       const d = await syncAndDrop();
       if (!d.ok) coldNote = `drop_caches not permitted (${d.reason}): "cold" reads were not cold`;
     }
@@ -492,6 +506,9 @@ async function inner(): Promise<void> {
     ratios.write.push(w.ours! / w.ganesha!);
     ratios.readCold.push(rc.ours! / rc.ganesha!);
     ratios.readWarm.push(rw.ours! / rw.ganesha!);
+    const o = byOrder[order[0] === 'ours' ? 'oursFirst' : 'ganeshaFirst'];
+    o.readCold.push(rc.ours! / rc.ganesha!);
+    o.readWarm.push(rw.ours! / rw.ganesha!);
     ratios.meta.push(mt.ours! / mt.ganesha!);
     if (withEnc) {
       ratios.encWrite.push(w['ours-enc']! / w.ganesha!);
@@ -567,6 +584,11 @@ async function inner(): Promise<void> {
       encWriteMiBps: med(m.write['ours-enc'].mibps), encReadColdMiBps: med(m.readCold['ours-enc'].mibps), encReadWarmMiBps: med(m.readWarm['ours-enc'].mibps),
       encWriteRatio: ratio(ratios.encWrite).median, encReadColdRatio: ratio(ratios.encReadCold).median, encReadWarmRatio: ratio(ratios.encReadWarm).median,
     } : {}),
+    readRatiosByOrder: Object.fromEntries((Object.keys(byOrder) as Order[]).map((k) => [k, {
+      reps: byOrder[k].readCold.length,
+      readCold: byOrder[k].readCold.length ? round(median(byOrder[k].readCold), 3) : null,
+      readWarm: byOrder[k].readWarm.length ? round(median(byOrder[k].readWarm), 3) : null,
+    }])),
     ...(coldNote ? { coldNote } : {}),
   };
 
@@ -593,6 +615,13 @@ async function inner(): Promise<void> {
     `${round(median(ratios.meta), 3)} (${rng(ratios.meta, 3)})`, '', 'info']);
   table(`NFSv3: ours (unencrypted capsule) vs nfs-ganesha ${ganeshaVersion} (VFS), same client, ${reps} reps, median (min..max); ratio = ours / ganesha per rep`,
     ['measurement', 'ours MiB/s', 'ganesha MiB/s', 'ratio', 'server CPU s/GiB ours / ganesha', 'target'], rows);
+  const orderLine = (k: Order, label: string) => {
+    const x = byOrder[k];
+    return x.readCold.length === 0 ? `${label}: no repetitions`
+      : `${label} (${x.readCold.length} reps): cold ${round(median(x.readCold), 3)} (${rng(x.readCold, 3)}), warm ${round(median(x.readWarm), 3)} (${rng(x.readWarm, 3)})`;
+  };
+  console.log(`read ratios by order: ${orderLine('oursFirst', 'ours first')}; ${orderLine('ganeshaFirst', 'ganesha first')}`);
+  if (byOrder.oursFirst.readCold.length !== byOrder.ganeshaFirst.readCold.length) console.log('  (an odd BENCH_REPS: one order has more repetitions, and the medians lean its way)');
   console.log(`metadata RPC rate: ours ${Math.round(3 * median(m.meta.ours))} / ganesha ${Math.round(3 * median(m.meta.ganesha))} ops/s (3 RPCs per file)`);
   if (coldNote) console.log(coldNote);
   console.log(`json: ${JSON.stringify(summary)}`);
