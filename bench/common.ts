@@ -160,6 +160,36 @@ export async function sync(): Promise<void> {
   await new Promise<void>((resolve) => spawn('sync', [], { stdio: 'ignore' }).on('close', () => resolve()).on('error', () => resolve()));
 }
 
+/**
+ * Run a command to its end, collecting its output; resolves with its wall time (spawn to exit).
+ * A non-zero exit, a signal or `timeoutS` (then SIGKILL) rejects with the output. `onChild`
+ * sees the process while it runs (to kill it on a signal of the caller's).
+ */
+export async function runCommand(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutS: number; onChild?: (c: import('node:child_process').ChildProcess, running: boolean) => void }): Promise<{ secs: number; out: string }> {
+  const { spawn } = await import('node:child_process');
+  return new Promise((resolve, reject) => {
+    const t0 = now();
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    opts.onChild?.(c, true);
+    let out = '';
+    c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const timer = setTimeout(() => c.kill('SIGKILL'), opts.timeoutS * 1000);
+    c.on('error', (e) => {
+      clearTimeout(timer);
+      opts.onChild?.(c, false);
+      reject(e);
+    });
+    c.on('close', (code, sig) => {
+      const secs = (now() - t0) / 1000;
+      clearTimeout(timer);
+      opts.onChild?.(c, false);
+      if (code === 0) resolve({ secs, out });
+      else reject(new Error(`${cmd} ${args.join(' ')}: exit ${code ?? sig} after ${round(secs)} s\n${out.trim()}`));
+    });
+  });
+}
+
 /** sync(1) then drop caches: dirty pages must be written back before they can be dropped. */
 export async function syncAndDrop(): Promise<{ ok: boolean; reason?: string }> {
   await sync();

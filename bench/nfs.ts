@@ -60,7 +60,7 @@ import { sharedCodecPool, type CodecPool } from '../capsule/codec-pool.js';
 import { validatePolicy } from '../capsule/policy.js';
 import { NfsServer } from '../gateway/nfs/server.js';
 import {
-  DIST_BENCH, MiB, OUT_DIR, REPO_ROOT, UniqueBlocks, envInt, exitWhenDone, median, meta, now, rmrf, round, scratchDir, sizeMiB, sync,
+  DIST_BENCH, MiB, OUT_DIR, REPO_ROOT, UniqueBlocks, envInt, exitWhenDone, median, meta, now, rmrf, round, runCommand, scratchDir, sizeMiB, sync,
   syncAndDrop, table, writeResult,
 } from './common.js';
 import type { FsInfo, Job, Reply } from './nfs/meta-client.js';
@@ -169,27 +169,10 @@ function onSignal(sig: NodeJS.Signals): void {
 }
 
 function runTool(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutS?: number } = {}): Promise<{ secs: number; out: string }> {
-  const limit = opts.timeoutS ?? envInt('BENCH_NFS_JOB_TIMEOUT_S', 600);
-  return new Promise((resolve, reject) => {
-    const t0 = now();
-    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
-    children.add(c);
-    let out = '';
-    c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    c.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    const timer = setTimeout(() => c.kill('SIGKILL'), limit * 1000);
-    c.on('error', (e) => {
-      clearTimeout(timer);
-      children.delete(c);
-      reject(e);
-    });
-    c.on('close', (code, sig) => {
-      const secs = (now() - t0) / 1000;
-      clearTimeout(timer);
-      children.delete(c);
-      if (code === 0) resolve({ secs, out });
-      else reject(new Error(`${cmd} ${args.join(' ')}: exit ${code ?? sig} after ${round(secs)} s\n${out.trim()}`));
-    });
+  return runCommand(cmd, args, {
+    env: opts.env,
+    timeoutS: opts.timeoutS ?? envInt('BENCH_NFS_JOB_TIMEOUT_S', 600),
+    onChild: (c, running) => (running ? children.add(c) : children.delete(c)),
   });
 }
 
@@ -419,7 +402,9 @@ async function inner(): Promise<void> {
   const copyTimed = async (n: ServerName, args: string[]): Promise<{ rate: number; cpu: number; loads: number; clientCpu?: number }> => {
     const c0 = serverCpu(n);
     const l0 = segmentLoads;
-    const { secs } = timeTool ? await runTool(timeTool, ['-f', '%U %S', '-o', timeOut, 'nfs-cp', ...args]) : await runTool('nfs-cp', args);
+    // Started by the client process, not forked from this one (see bench/nfs/meta-client.ts).
+    const [cmd, cmdArgs] = timeTool ? [timeTool, ['-f', '%U %S', '-o', timeOut, 'nfs-cp', ...args]] : ['nfs-cp', args];
+    const { secs } = await client.run<{ id: number; ok: true; secs: number }>({ op: 'spawn', cmd, args: cmdArgs, timeoutS: envInt('BENCH_NFS_JOB_TIMEOUT_S', 600) });
     let clientCpu: number | undefined;
     if (timeTool) {
       const [user, sys] = fs.readFileSync(timeOut, 'utf8').trim().split(/\s+/).slice(-2).map(Number);

@@ -1,7 +1,11 @@
 /**
  * The NFSv3 benchmark client for small-file metadata, in a process of its own (forked by
  * bench/nfs.ts, so it never shares an event loop with the server it measures). The same code
- * talks to our server and to nfs-ganesha.
+ * talks to our server and to nfs-ganesha. It also starts the big-file client (nfs-cp) for every
+ * timed copy: a fork copies the forking process's page tables and leaves its pages
+ * copy-on-write until the child execs, and forked from the benchmark's process, which hosts our
+ * server and its gigabyte of cached segments, each nfs-cp start cost ~40 ms plus page faults
+ * afterwards, charged to our server's figures only. Forked from here, it costs both the same.
  *
  * Built on the project's ONC RPC client (gateway/nfs/rpc-client.ts) and XDR codec: MOUNT v3 MNT
  * for the export's root handle, then NFSv3 over one TCP connection, AUTH_SYS as root, with a
@@ -14,12 +18,15 @@
  *           connection setup excluded)
  *   fsinfo  FSINFO of the export root (rtmax/wtmax, what the big-file clients negotiate)
  *   remove  REMOVE of a name in the export root (NOENT is fine): clears the way for a new copy
+ *   spawn   run a command to its end; its wall time (from spawn to exit) and output come back;
+ *           a non-zero exit or a timeout is an error
  */
 import { MOUNT_PROGRAM, MOUNT_V3, MountProc } from '../../gateway/nfs/mount3.js';
 import { NFS_PROGRAM, NFS_V3, Proc3, CreateMode } from '../../gateway/nfs/nfs3.js';
 import { AcceptStat, type AuthSys } from '../../gateway/nfs/rpc.js';
 import { RpcClient, type RpcReply } from '../../gateway/nfs/rpc-client.js';
 import { XdrReader, XdrWriter } from '../../gateway/nfs/xdr.js';
+import { runCommand } from '../common.js';
 
 export interface Endpoint {
   host: string;
@@ -32,7 +39,8 @@ export interface Endpoint {
 export type Job =
   | ({ op: 'meta'; id: number; files: number; concurrency: number; prefix: string } & Endpoint)
   | ({ op: 'fsinfo'; id: number } & Endpoint)
-  | ({ op: 'remove'; id: number; name: string } & Endpoint);
+  | ({ op: 'remove'; id: number; name: string } & Endpoint)
+  | { op: 'spawn'; id: number; cmd: string; args: string[]; timeoutS: number };
 
 export interface FsInfo {
   rtmax: number;
@@ -42,7 +50,7 @@ export interface FsInfo {
 }
 
 export type Reply =
-  | { id: number; ok: true; secs?: number; files?: number; rpcs?: number; fsinfo?: FsInfo; status?: number }
+  | { id: number; ok: true; secs?: number; files?: number; rpcs?: number; fsinfo?: FsInfo; status?: number; out?: string }
   | { id: number; ok: false; error: string };
 
 const AUTH: AuthSys = { stamp: 0, machineName: 'space-bench', uid: 0, gid: 0, gids: [0] };
@@ -169,8 +177,15 @@ async function meta(job: Extract<Job, { op: 'meta' }>): Promise<Reply> {
   }
 }
 
+async function spawnTimed(job: Extract<Job, { op: 'spawn' }>): Promise<Reply> {
+  const { secs, out } = await runCommand(job.cmd, job.args, { timeoutS: job.timeoutS });
+  return { id: job.id, ok: true, secs, out };
+}
+
 async function run(job: Job): Promise<Reply> {
   switch (job.op) {
+    case 'spawn':
+      return spawnTimed(job);
     case 'meta':
       return meta(job);
     case 'fsinfo': {
