@@ -5,6 +5,7 @@
  * Conventions: sizes and rates are binary (1 MiB = 2^20 bytes; "MiB/s"). Every benchmark writes
  * its machine-readable result to .bench-out/<name>.json (gitignored) and prints a table.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -156,7 +157,6 @@ export function dropCaches(): { ok: boolean; reason?: string } {
 
 /** sync(1) in a child process (asynchronous: never blocks this event loop, which may serve FUSE). */
 export async function sync(): Promise<void> {
-  const { spawn } = await import('node:child_process');
   await new Promise<void>((resolve) => spawn('sync', [], { stdio: 'ignore' }).on('close', () => resolve()).on('error', () => resolve()));
 }
 
@@ -165,8 +165,7 @@ export async function sync(): Promise<void> {
  * A non-zero exit, a signal or `timeoutS` (then SIGKILL) rejects with the output. `onChild`
  * sees the process while it runs (to kill it on a signal of the caller's).
  */
-export async function runCommand(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutS: number; onChild?: (c: import('node:child_process').ChildProcess, running: boolean) => void }): Promise<{ secs: number; out: string }> {
-  const { spawn } = await import('node:child_process');
+export function runCommand(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutS: number; onChild?: (c: ChildProcess, running: boolean) => void }): Promise<{ secs: number; out: string }> {
   return new Promise((resolve, reject) => {
     const t0 = now();
     const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });

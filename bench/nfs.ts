@@ -489,11 +489,13 @@ async function inner(): Promise<void> {
       m.meta[n].push(mt[n]!);
     }
     ratios.write.push(w.ours! / w.ganesha!);
-    ratios.readCold.push(rc.ours! / rc.ganesha!);
-    ratios.readWarm.push(rw.ours! / rw.ganesha!);
+    const cold = rc.ours! / rc.ganesha!;
+    const warm = rw.ours! / rw.ganesha!;
+    ratios.readCold.push(cold);
+    ratios.readWarm.push(warm);
     const o = byOrder[order[0] === 'ours' ? 'oursFirst' : 'ganeshaFirst'];
-    o.readCold.push(rc.ours! / rc.ganesha!);
-    o.readWarm.push(rw.ours! / rw.ganesha!);
+    o.readCold.push(cold);
+    o.readWarm.push(warm);
     ratios.meta.push(mt.ours! / mt.ganesha!);
     if (withEnc) {
       ratios.encWrite.push(w['ours-enc']! / w.ganesha!);
