@@ -7,10 +7,10 @@ import { check, connectController, readSqe, writeSqe } from '../bench/nvme/initi
 import { prand, rmrf, tmpDir } from './helpers/tmp.js';
 
 /** Start `spacectl project ...` in the foreground; resolve with the NQN (stdout) and port (stderr). */
-function projectNvme(args: string[], env: Record<string, string>): Promise<{ child: ChildProcess; nqn: string; port: number; exited: Promise<number | null> }> {
+function projectNvme(args: string[], env: Record<string, string>): Promise<{ child: ChildProcess; nqn: string; port: number; exited: Promise<number | string | null> }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [SPACECTL, 'project', ...args], { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    const exited = new Promise<number | string | null>((r) => child.on('exit', (code, sig) => r(code ?? sig)));
     let out = '';
     let err = '';
     const tryResolve = () => {
@@ -75,6 +75,9 @@ describe('spacectl project nvme (foreground NVMe/TCP namespace)', function () {
       } finally {
         s.close();
       }
+      // Still serving until told to stop (it once exited by itself when its gateway connection went idle).
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(p.child.exitCode, null, 'project nvme exited before it was stopped');
       p.child.kill('SIGTERM');
       assert.equal(await p.exited, 0);
     } finally {

@@ -171,10 +171,18 @@ function onStopSignal(handler: () => void): () => void {
   };
 }
 
+/**
+ * Resolves on SIGINT/SIGTERM/SIGHUP, and keeps the process alive until then. Signal listeners do
+ * not hold Node's event loop open: a command that serves through a gateway holds only its client
+ * connection, and once that went idle the loop emptied and the process exited in the middle of
+ * "serving" (a SIGTERM arriving during that exit then killed it outright).
+ */
 function untilSignal(): Promise<void> {
   return new Promise<void>((resolve) => {
+    const keepAlive = setInterval(() => {}, 1 << 30);
     const off = onStopSignal(() => {
       off();
+      clearInterval(keepAlive);
       resolve();
     });
   });
