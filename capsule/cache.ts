@@ -1,8 +1,12 @@
-/** A byte-budgeted LRU of verified plaintext segments (Map keeps insertion order). */
+/**
+ * A byte-budgeted LRU of verified plaintext segments (Map keeps insertion order). `onEvict` hears
+ * of every buffer the cache lets go (evicted, replaced, deleted, cleared): the store returns
+ * pooled memory that way (segment-pool.ts).
+ */
 export class SegmentCache {
   private readonly map = new Map<string, Buffer>();
   private bytes = 0;
-  constructor(private readonly budget: number) {}
+  constructor(readonly budget: number, private readonly onEvict: (data: Buffer) => void = () => {}) {}
 
   get(id: string): Buffer | undefined {
     const v = this.map.get(id);
@@ -13,12 +17,14 @@ export class SegmentCache {
     return v;
   }
 
-  set(id: string, data: Buffer): void {
-    if (data.length > this.budget) return;
+  /** False when the buffer is larger than the whole budget (then it is not kept). */
+  set(id: string, data: Buffer): boolean {
+    if (data.length > this.budget) return false;
     const old = this.map.get(id);
     if (old) {
       this.bytes -= old.length;
       this.map.delete(id);
+      if (old !== data) this.onEvict(old);
     }
     this.map.set(id, data);
     this.bytes += data.length;
@@ -26,7 +32,9 @@ export class SegmentCache {
       if (this.bytes <= this.budget) break;
       this.map.delete(k);
       this.bytes -= v.length;
+      this.onEvict(v);
     }
+    return true;
   }
 
   delete(id: string): void {
@@ -34,11 +42,14 @@ export class SegmentCache {
     if (v) {
       this.bytes -= v.length;
       this.map.delete(id);
+      this.onEvict(v);
     }
   }
 
   clear(): void {
+    const all = [...this.map.values()];
     this.map.clear();
     this.bytes = 0;
+    for (const v of all) this.onEvict(v);
   }
 }

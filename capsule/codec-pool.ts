@@ -21,10 +21,21 @@ export interface SegmentSink {
 
 export type CodecJob =
   | { op: 'encode'; seq: number; plain: ArrayBuffer; offset: number; length: number; codec: Compression; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number; sink?: SegmentSink }
-  | { op: 'decode'; seq: number; id: string; blob?: ArrayBuffer; file?: string; direct?: boolean; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number };
+  | { op: 'decode'; seq: number; id: string; blob?: ArrayBuffer; file?: string; direct?: boolean; slot?: SlotRef; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number };
+
+/**
+ * A page-aligned slot of shared memory (segment-pool.ts) a decode job may read its file into.
+ * When the plaintext is a view of it (unencrypted, uncompressed), the result says `inSlot` and
+ * carries no bytes.
+ */
+export interface SlotRef {
+  memory: SharedArrayBuffer;
+  offset: number;
+  bytes: number;
+}
 
 export type CodecResult =
-  | { seq: number; ok: true; id?: string | null; blob?: ArrayBuffer; plain?: ArrayBuffer; plainOffset?: number; plainLength?: number; clen?: number; written?: boolean; missing?: boolean; needKey?: number; spent?: ArrayBuffer }
+  | { seq: number; ok: true; id?: string | null; blob?: ArrayBuffer; plain?: ArrayBuffer; plainOffset?: number; plainLength?: number; inSlot?: boolean; clen?: number; written?: boolean; missing?: boolean; needKey?: number; spent?: ArrayBuffer }
   | { seq: number; ok: false; error: string; spent?: ArrayBuffer };
 
 /** Spare copy buffers kept per size (see CodecPool.copyIn): enough for the writers in flight. */
@@ -180,9 +191,10 @@ export class CodecPool {
    * key id in the segment's header; the capsule's own key is sent along and the rare segment
    * written under another key (a clone's origin) costs one more round trip.
    * Resolves null when the file does not exist. `direct`: encrypted segment files may be read
-   * with O_DIRECT (see direct-read.ts).
+   * with O_DIRECT (see direct-read.ts). `slot`: shared memory the file may be read into; the
+   * plaintext comes back as a view of it when it can (its `buffer` is then `slot.memory`).
    */
-  async readAndDecode(id: string, file: string, hashKey: Buffer, own: { id: number; key: Buffer } | undefined, dataKeyFor: (keyId: number) => Buffer, direct = false): Promise<Buffer | null> {
+  async readAndDecode(id: string, file: string, hashKey: Buffer, own: { id: number; key: Buffer } | undefined, dataKeyFor: (keyId: number) => Buffer, direct = false, slot?: SlotRef): Promise<Buffer | null> {
     if (this.inline) {
       let blob: Buffer;
       try {
@@ -196,13 +208,14 @@ export class CodecPool {
     let key = own;
     for (let attempt = 0; attempt < 2; attempt++) {
       const seq = ++this.seq;
-      const r = await this.run({ op: 'decode', seq, id, file, direct, hashKey, dataKey: key?.key, dataKeyId: key?.id }, []);
+      const r = await this.run({ op: 'decode', seq, id, file, direct, slot, hashKey, dataKey: key?.key, dataKeyId: key?.id }, []);
       if (!r.ok) throw new Error(r.error);
       if (r.missing) return null;
       if (r.needKey !== undefined) {
         key = { id: r.needKey, key: dataKeyFor(r.needKey) };
         continue;
       }
+      if (r.inSlot) return Buffer.from(slot!.memory, r.plainOffset!, r.plainLength!);
       return Buffer.from(r.plain!, r.plainOffset ?? 0, r.plainLength);
     }
     throw new Error('segment names a data key that cannot be resolved');

@@ -8,9 +8,10 @@ import crypto from 'node:crypto';
 import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { decodeSegment, encodeSegmentParts, segmentAddress } from './segment-codec.js';
-import { ownedCopy, ownsBuffer, type CodecJob, type CodecResult, type SegmentSink } from './codec-pool.js';
+import { ownedCopy, ownsBuffer, type CodecJob, type CodecResult, type SegmentSink, type SlotRef } from './codec-pool.js';
 import { SegmentFileWriter } from './direct-write.js';
 import { SegmentFileReader, readUntilEnd } from './direct-read.js';
+import { ALIGN, O_DIRECT, directIoWanted, openOrRefused, refusesDirect } from './direct-io.js';
 
 // This thread only (Linux: setpriority on the calling thread); see defaultWorkerNice.
 const nice = (workerData as { nice?: number } | null)?.nice ?? 0;
@@ -80,6 +81,43 @@ function readOwnBuffer(file: string): Buffer {
   }
 }
 
+/** Store directories whose filesystem refused O_DIRECT into a slot: read them buffered from then on. */
+const slotDirectRefused = new Set<string>();
+
+/**
+ * A whole segment file read into a pooled slot (page-aligned shared memory), or null when it
+ * does not fit (a segment larger than the slot: the caller reads it into a buffer of its own).
+ * `direct`: with O_DIRECT, so a sequential read neither fills nor needs the page cache.
+ */
+function readIntoSlot(file: string, slot: SlotRef, direct: boolean): Buffer | null {
+  const into = Buffer.from(slot.memory, slot.offset, slot.bytes);
+  const dir = path.dirname(path.dirname(file));
+  if (directIoWanted(direct) && !slotDirectRefused.has(dir)) {
+    const fd = openOrRefused(() => fs.openSync(file, fs.constants.O_RDONLY | O_DIRECT!));
+    if (fd !== null) {
+      try {
+        const size = fs.fstatSync(fd).size;
+        const span = Math.ceil(size / ALIGN) * ALIGN;
+        if (span > slot.bytes) return null;
+        return readUntilEnd(fd, into, size, span);
+      } catch (e) {
+        if (!refusesDirect(e)) throw e;
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    slotDirectRefused.add(dir);
+  }
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size > slot.bytes) return null;
+    return readUntilEnd(fd, into, size, size);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** One reader per store directory and setting: each learns on its own whether O_DIRECT works there. */
 const readers = new Map<string, SegmentFileReader>();
 function readerFor(file: string, direct: boolean): SegmentFileReader {
@@ -121,7 +159,11 @@ parentPort!.on('message', (job: CodecJob) => {
           if (job.dataKey) {
             blob = readerFor(job.file, job.direct ?? false).readAll(job.file);
             ownsBlob = false;
-          } else blob = readOwnBuffer(job.file);
+          } else {
+            blob = job.slot ? readIntoSlot(job.file, job.slot, job.direct ?? false) : null;
+            if (blob) ownsBlob = false;
+            else blob = readOwnBuffer(job.file);
+          }
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
           blob = null;
@@ -133,7 +175,10 @@ parentPort!.on('message', (job: CodecJob) => {
           if (job.dataKey && job.dataKeyId === keyId) return Buffer.from(job.dataKey);
           throw new NeedKey(keyId);
         });
-        if (ownsBlob && plain.buffer === blob.buffer) {
+        if (job.slot && plain.buffer === job.slot.memory) {
+          // verified where it was read: the store's slot already holds the plaintext
+          res = { seq: job.seq, ok: true, inSlot: true, plainOffset: plain.byteOffset, plainLength: plain.length };
+        } else if (ownsBlob && plain.buffer === blob.buffer) {
           // a view of the buffer read for it alone: send that buffer, say where the bytes are
           res = { seq: job.seq, ok: true, plain: plain.buffer as ArrayBuffer, plainOffset: plain.byteOffset, plainLength: plain.length };
         } else {

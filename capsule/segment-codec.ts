@@ -25,6 +25,8 @@ const FORMAT_GCM = 1;
 const FORMAT_GMAC = 2;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
+/** Bytes a stored segment adds to its (compressed) body: header, nonce and tag. */
+export const SEGMENT_FRAMING_BYTES = HEADER_BYTES + NONCE_BYTES + TAG_BYTES;
 
 export interface SegmentKeys {
   /** HMAC key of the encryption domain: addresses = HMAC-SHA-256(hashKey, plaintext). */

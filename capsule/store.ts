@@ -26,11 +26,12 @@ import { silentLogger, type Logger } from './log.js';
 import { defaultPolicy, validatePolicy, type Policy } from './policy.js';
 import { normPath, parentAndName, splitPath } from './paths.js';
 import { HEAD, ROOT_INO, T_DIR, T_FILE, migrate } from './schema.js';
-import { decodeSegment, type SegmentKeys } from './segment-codec.js';
+import { SEGMENT_FRAMING_BYTES, decodeSegment, type SegmentKeys } from './segment-codec.js';
 import { SegmentReclaimer, type ReclaimReport } from './reclaim.js';
 import { isZero, sharedCodecPool, type CodecPool } from './codec-pool.js';
 import { SegmentFiles } from './segment-files.js';
 import { SegmentCache } from './cache.js';
+import { HeldBytes, SegmentPool, sharedSegmentPool } from './segment-pool.js';
 import { KeyedMutex } from './mutex.js';
 import { DirtyFile, dirtyKey } from './dirty.js';
 import { Coverage } from './coverage.js';
@@ -61,6 +62,11 @@ export interface StoreOptions {
    * where the filesystem refuses it). See direct-write.ts and direct-read.ts.
    */
   directIo?: boolean;
+  /**
+   * Memory for cached plaintext (segment-pool.ts): the process's shared pool by default, none
+   * with null or SPACE_SEGMENT_POOL=0 (each segment then gets a buffer of its own).
+   */
+  segmentPool?: SegmentPool | null;
 }
 
 interface CapsuleRow {
@@ -148,6 +154,7 @@ export class Store implements CapsuleApi {
   private readonly kek: KekProvider;
   private readonly log: Logger;
   private readonly cache: SegmentCache;
+  private readonly pool: SegmentPool | null;
   private readonly capsules = new Map<string, Capsule>();
   private readonly dataKeys = new Map<number, Buffer>();
   private readonly dirty = new Map<string, DirtyFile>();
@@ -185,7 +192,11 @@ export class Store implements CapsuleApi {
     this.lock = lock;
     this.log = opts.logger ?? silentLogger;
     this.kek = opts.kekProvider ?? new FileKekProvider(path.join(dir, 'keys'));
-    this.cache = new SegmentCache(opts.cacheBytes ?? 64 << 20);
+    this.pool = opts.segmentPool !== undefined ? opts.segmentPool : process.env.SPACE_SEGMENT_POOL === '0' ? null : sharedSegmentPool();
+    const cacheBytes = opts.cacheBytes ?? 64 << 20;
+    // The cache's budget, plus room for slots that readers still hold after the cache let go.
+    this.pool?.raiseCap(cacheBytes + Math.floor(cacheBytes / 8) + (64 << 20));
+    this.cache = new SegmentCache(cacheBytes, (data) => this.unpool(data));
     this.maxDirty = opts.maxDirtyBytes ?? 64 << 20;
     this.codec = opts.codecPool ?? sharedCodecPool();
     this.files = new SegmentFiles(dir, opts.fsync ?? true, opts.directIo ?? process.env.SPACE_DIRECT_IO !== '0');
@@ -234,6 +245,7 @@ export class Store implements CapsuleApi {
     await this.flushAll();
     this.reclaimer?.runAll(); // what the last writes freed, before the notes go with the connection
     this.closed = true;
+    this.cache.clear(); // pooled memory goes back for the next store of this process
     this.db.close();
     this.lock.release();
     this.events.removeAllListeners();
@@ -729,15 +741,36 @@ export class Store implements CapsuleApi {
    * `streaming`: part of a sequential read (a stream, or read-ahead), whose segment files may be
    * read past the page cache (direct-read.ts); random reads keep the page cache, which holds a
    * working set larger than the segment cache.
+   *
+   * Held: release() the result once its bytes are copied or written out, and the pooled memory
+   * under them can serve another segment (keep() instead when they go to code that may hold on
+   * to them). The holds are taken in promise continuations of the load, before the load's own hold ends
+   * (at the next macrotask, see decodeFromDisk), so no slot is reused in between.
    */
-  private loadSegment(c: Capsule, p: string, idx: number, seg: string, cache = true, streaming = false): Promise<Buffer> {
+  private holdSegment(c: Capsule, p: string, idx: number, seg: string, cache = true, streaming = false): Promise<HeldBytes> {
     const hit = this.cache.get(seg);
-    if (hit) return Promise.resolve(hit);
+    if (hit) return Promise.resolve(this.holdOf(hit));
     const inFlight = this.loading.get(seg);
-    if (inFlight) return inFlight.catch(() => this.decodeFromDisk(c, p, idx, seg, cache, streaming));
+    if (inFlight) {
+      return inFlight.then(
+        (b) => this.holdOf(b),
+        () => this.decodeFromDisk(c, p, idx, seg, cache, streaming).then((b) => this.holdOf(b)),
+      );
+    }
     const job = this.decodeFromDisk(c, p, idx, seg, cache, streaming).finally(() => this.loading.delete(seg));
     this.loading.set(seg, job);
-    return job;
+    return job.then((b) => this.holdOf(b));
+  }
+
+  /** A hold on `buf` (one more holder of its pooled slot, when it lives in one). */
+  private holdOf(buf: Buffer): HeldBytes {
+    return this.pool ? this.pool.hold(buf) : new HeldBytes(buf);
+  }
+
+  /** The cache let go of `data`: its slot, if pooled, loses that holder. */
+  private unpool(data: Buffer): void {
+    const slot = this.pool?.slotOf(data);
+    if (slot) this.pool!.release(slot);
   }
 
   private async decodeFromDisk(c: Capsule, p: string, idx: number, seg: string, cache: boolean, streaming: boolean): Promise<Buffer> {
@@ -747,15 +780,34 @@ export class Store implements CapsuleApi {
       this.log.error('segment.integrity', { capsule: c.row.id, file: p, offset, segment: seg, reason });
       return new IntegrityError(c.row.name, p, offset, reason, seg);
     };
+    // What the cache will keep goes into pooled memory (segment-pool.ts). Unencrypted segments
+    // only: their plaintext is the file's bytes in place, so the worker reads the file into the
+    // slot (O_DIRECT when streaming) and verifies it there. Decrypted or decompressed plaintext
+    // is the output of a transform, in a buffer of its own.
+    const slot = cache && !c.keys.dataKey && !this.closed ? this.pool?.take(SegmentPool.slotBytesFor(c.policy.segmentSize, SEGMENT_FRAMING_BYTES)) ?? null : null;
+    const slotRef = slot ? { memory: slot.memory, offset: slot.offset, bytes: slot.bytes } : undefined;
     let plain: Buffer | null;
     try {
       // The worker reads the file too: the event loop only learns the verified plaintext.
-      plain = await this.codec.readAndDecode(seg, this.files.pathOf(seg), c.keys.hashKey, c.keys.dataKey, this.dataKeyById, this.files.direct && streaming);
+      plain = await this.codec.readAndDecode(seg, this.files.pathOf(seg), c.keys.hashKey, c.keys.dataKey, this.dataKeyById, this.files.direct && streaming, slotRef);
     } catch (e) {
+      if (slot) this.pool!.release(slot);
       throw damaged((e as Error).message);
     }
+    const inSlot = slot !== null && plain !== null && plain.buffer === slot.memory;
+    if (slot && !inSlot) this.pool!.release(slot); // compressed, or too large for the slot
     if (!plain) throw damaged('segment is missing');
-    if (cache) this.cache.set(seg, plain);
+    if (inSlot) {
+      this.pool!.register(plain, slot!);
+      // The load's own hold lasts until the next macrotask: the continuations of this promise
+      // (holdSegment) take theirs first.
+      setImmediate(() => this.pool!.release(slot!));
+    }
+    if (cache && !this.closed && this.cache.set(seg, plain)) {
+      if (inSlot) this.pool!.addRef(slot!); // the cache's hold, given back by unpool()
+    } else if (inSlot) {
+      slot!.kept = true; // not cached after all: whoever receives it may keep it
+    }
     return plain;
   }
 
@@ -876,14 +928,23 @@ export class Store implements CapsuleApi {
   }
 
   async read(ref: string, p: string, offset: number, length: number, version?: VersionSel): Promise<Buffer> {
-    return this.readRange(ref, p, offset, length, version, false);
+    return (await this.readRange(ref, p, offset, length, version, false)).keep();
+  }
+
+  /**
+   * read() for a caller that says when it is done with the bytes (a view that sends them and
+   * releases once the socket took them): release() the result, and the segment memory under it
+   * can be reused once the cache lets go of it too (segment-pool.ts).
+   */
+  readHeld(ref: string, p: string, offset: number, length: number): Promise<HeldBytes> {
+    return this.readRange(ref, p, offset, length, undefined, false);
   }
 
   /**
    * `streaming`: the caller reads whole segments in order and keeps its own read-ahead, so the
    * segments bypass the LRU (a 1 GiB stream would otherwise churn it and hold 64 MiB for nothing).
    */
-  private async readRange(ref: string, p: string, offset: number, length: number, version: VersionSel, streaming: boolean): Promise<Buffer> {
+  private async readRange(ref: string, p: string, offset: number, length: number, version: VersionSel, streaming: boolean): Promise<HeldBytes> {
     const c = this.capsule(ref);
     p = normPath(p);
     const v = this.versionOf(c, version);
@@ -891,7 +952,7 @@ export class Store implements CapsuleApi {
     const n = this.lookupFile(c, v, p);
     const d = v === HEAD ? this.dirty.get(dirtyKey(c.row.id, n.ino)) : undefined;
     const size = d ? d.size : n.size;
-    if (offset >= size || length === 0) return Buffer.alloc(0);
+    if (offset >= size || length === 0) return new HeldBytes(Buffer.alloc(0));
     const end = Math.min(size, offset + length);
     const segSize = c.policy.segmentSize;
     const first = Math.floor(offset / segSize);
@@ -916,13 +977,13 @@ export class Store implements CapsuleApi {
       const e = byIdx.get(first);
       const from = offset - first * segSize;
       const to = end - first * segSize;
-      if (e && to <= e.len) return (await this.loadSegment(c, p, first, e.seg, !streaming, streaming || sequential)).subarray(from, to);
+      if (e && to <= e.len) return (await this.holdSegment(c, p, first, e.seg, !streaming, streaming || sequential)).subarray(from, to);
     }
     // Several segments: load them concurrently, then assemble (dirty data wins, holes are zeros).
     // The buffered segments are taken now, with the extent rows: a flush that commits while the
     // loads run removes them from the dirty file, and its new extents are not in `byIdx`.
     const buffers = new Map<number, Buffer>();
-    const loads = new Map<number, Promise<Buffer>>();
+    const loads = new Map<number, Promise<HeldBytes>>();
     for (let idx = first; idx <= last; idx++) {
       const buffered = d?.lookup(idx);
       const e = byIdx.get(idx);
@@ -931,13 +992,23 @@ export class Store implements CapsuleApi {
         // Partly written over bytes that were never loaded: the read needs those too.
         const segStart = idx * segSize;
         if (e && d!.lacks(buffered, Math.max(offset, segStart) - segStart, Math.min(end, segStart + segSize) - segStart)) {
-          loads.set(idx, this.loadSegment(c, p, idx, e.seg, !streaming, streaming || sequential));
+          loads.set(idx, this.holdSegment(c, p, idx, e.seg, !streaming, streaming || sequential));
         }
         continue;
       }
-      if (e) loads.set(idx, this.loadSegment(c, p, idx, e.seg, !streaming, streaming || sequential));
+      if (e) loads.set(idx, this.holdSegment(c, p, idx, e.seg, !streaming, streaming || sequential));
     }
     for (const l of loads.values()) l.catch(() => {}); // each is awaited below
+    try {
+      return new HeldBytes(await this.assemble(offset, end, segSize, first, last, byIdx, buffers, loads, d));
+    } finally {
+      // Copied (or failed): every hold taken above goes back.
+      for (const l of loads.values()) l.then((h) => h.release(), () => {});
+    }
+  }
+
+  /** The bytes of a read over several segments: committed ones, buffered writes over them, zeros in holes. */
+  private async assemble(offset: number, end: number, segSize: number, first: number, last: number, byIdx: Map<number, ExtentRow>, buffers: Map<number, Buffer>, loads: Map<number, Promise<HeldBytes>>, d: DirtyFile | undefined): Promise<Buffer> {
     const out = Buffer.alloc(end - offset);
     for (let idx = first; idx <= last; idx++) {
       const segStart = idx * segSize;
@@ -953,7 +1024,7 @@ export class Store implements CapsuleApi {
       if (buffered) {
         // The committed bytes first, then whatever the writes set (as covered at this moment).
         const e = byIdx.get(idx)!;
-        const plain = await base!;
+        const plain = (await base!).data;
         if (from < e.len) plain.copy(out, dst, from, Math.min(to, e.len, plain.length));
         const cov = d!.unmerged.get(buffered);
         if (!cov) buffered.copy(out, dst, from, to); // merged meanwhile: the buffer is whole
@@ -970,7 +1041,7 @@ export class Store implements CapsuleApi {
       }
       const e = byIdx.get(idx);
       if (!e || from >= e.len) continue; // hole: already zeros
-      const plain = await loads.get(idx)!;
+      const plain = (await loads.get(idx)!).data;
       plain.copy(out, dst, from, Math.min(to, e.len));
     }
     return out;
@@ -1011,7 +1082,7 @@ export class Store implements CapsuleApi {
     const exts = this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx BETWEEN ? AND ?').all(c.row.id, ino, from, to) as ExtentRow[];
     for (const e of exts) {
       const buffered = d?.lookup(e.idx);
-      if (!buffered || d!.unmerged.has(buffered)) this.loadSegment(c, p, e.idx, e.seg, true, true).catch(() => {});
+      if (!buffered || d!.unmerged.has(buffered)) this.holdSegment(c, p, e.idx, e.seg, true, true).then((h) => h.release(), () => {});
     }
   }
 
@@ -1022,6 +1093,11 @@ export class Store implements CapsuleApi {
    * first one decoded.
    */
   tryReadSync(ref: string, p: string, offset: number, length: number): Buffer | undefined {
+    return this.tryReadSyncHeld(ref, p, offset, length)?.keep();
+  }
+
+  /** tryReadSync for a caller that releases the bytes when done (see readHeld). */
+  tryReadSyncHeld(ref: string, p: string, offset: number, length: number): HeldBytes | undefined {
     const c = this.capsule(ref);
     checkRange(offset, length);
     // The path lookup and extent rows of a stream are memoized until metadata changes: a
@@ -1036,7 +1112,7 @@ export class Store implements CapsuleApi {
     const n = memo.node;
     const d = this.dirty.get(dirtyKey(c.row.id, n.ino));
     const size = d ? d.size : n.size;
-    if (offset >= size || length === 0) return Buffer.alloc(0);
+    if (offset >= size || length === 0) return new HeldBytes(Buffer.alloc(0));
     const end = Math.min(size, offset + length);
     const segSize = c.policy.segmentSize;
     const first = Math.floor(offset / segSize);
@@ -1081,7 +1157,7 @@ export class Store implements CapsuleApi {
       const pc = pieces[0]!;
       const from = offset - pc.idx * segSize;
       const to = end - pc.idx * segSize;
-      if (to <= pc.len) return pc.src.subarray(from, to);
+      if (to <= pc.len) return this.holdOf(pc.src).subarray(from, to);
     }
     const out = Buffer.alloc(end - offset);
     for (const pc of pieces) {
@@ -1090,7 +1166,7 @@ export class Store implements CapsuleApi {
       const to = Math.min(end, segStart + segSize) - segStart;
       if (from < pc.len) pc.src.copy(out, segStart + from - offset, from, Math.min(to, pc.len));
     }
-    return out;
+    return new HeldBytes(out);
   }
 
   async *readStream(ref: string, p: string, opts: { offset?: number; length?: number; version?: VersionSel } = {}): AsyncIterable<Buffer> {
@@ -1107,7 +1183,8 @@ export class Store implements CapsuleApi {
     const next = () => {
       if (pos >= end) return false;
       const n = Math.min(end - pos, step - (pos % step)); // one segment per piece
-      const p2 = this.readRange(ref, p, pos, n, opts.version, true);
+      // The consumer keeps what it is given (a cached segment's slot is then never reused).
+      const p2 = this.readRange(ref, p, pos, n, opts.version, true).then((h) => h.keep());
       p2.catch(() => {}); // surfaced when awaited below
       ahead.push(p2);
       pos += n;
@@ -1197,16 +1274,21 @@ export class Store implements CapsuleApi {
    */
   private async mergeBase(c: Capsule, d: DirtyFile, idx: number, seg: Buffer): Promise<void> {
     const ext = this.extent(c, HEAD, d.ino, idx);
-    const plain = ext ? await this.loadSegment(c, this.pathOfIno(c.row.id, HEAD, d.ino), idx, ext.seg) : undefined;
-    const cov = d.unmerged.get(seg);
-    if (!cov) return; // merged meanwhile
-    if (plain && ext) {
-      for (const [from, to] of cov.gaps()) {
-        const end = Math.min(to, ext.len, plain.length);
-        if (end > from) plain.copy(seg, from, from, end);
+    const held = ext ? await this.holdSegment(c, this.pathOfIno(c.row.id, HEAD, d.ino), idx, ext.seg) : undefined;
+    try {
+      const cov = d.unmerged.get(seg);
+      if (!cov) return; // merged meanwhile
+      const plain = held?.data;
+      if (plain && ext) {
+        for (const [from, to] of cov.gaps()) {
+          const end = Math.min(to, ext.len, plain.length);
+          if (end > from) plain.copy(seg, from, from, end);
+        }
       }
+      d.unmerged.delete(seg);
+    } finally {
+      held?.release();
     }
-    d.unmerged.delete(seg);
   }
 
   /** Start committing a sequential writer's full segments while it goes on writing. */
@@ -1408,9 +1490,10 @@ export class Store implements CapsuleApi {
           for (const edge of before.edges) {
             if (edge.action !== 'rewrite') continue;
             const ext = edge.ext!;
-            const plain = await this.loadSegment(c, p, edge.idx, ext.seg);
+            const held = await this.holdSegment(c, p, edge.idx, ext.seg);
             const buf = Buffer.alloc(ext.len);
-            plain.copy(buf, 0, 0, Math.min(ext.len, plain.length));
+            held.data.copy(buf, 0, 0, Math.min(ext.len, held.data.length));
+            held.release();
             buf.fill(0, edge.from, edge.to);
             const seg = await this.storeSegment(c, buf, known); // null: nothing but zeros is left
             prepared.set(edge.idx, { edge, seg });

@@ -97,9 +97,19 @@ const echoArgs = (s: string, delayMs = 0) => new XdrWriter().uint32(delayMs).str
 describe('nfs rpc server (raw TCP)', function () {
   let server: RpcServer;
   let port: number;
+  /** What the afterReply procedures saw: 'sent:<tag>' when their release ran. */
+  const released: string[] = [];
+  const payload = Buffer.alloc(20000, 0x5a);
 
   before(async () => {
     server = new RpcServer({ maxRecordSize: 64 << 10 });
+    // Borrowed bytes in the reply by reference, released once written (or the reply dropped).
+    const lend = (tag: string, fail: boolean, delay: number): RpcProcedure => async (call, res) => {
+      if (delay) await sleep(delay);
+      (call.afterReply ??= []).push(() => released.push(`sent:${tag}`));
+      res.opaqueRef(payload);
+      if (fail) throw new Error('failed after borrowing');
+    };
     const echo: RpcProcedure = async (call, res) => {
       const delay = call.args.uint32();
       const s = call.args.string(1024);
@@ -118,6 +128,9 @@ describe('nfs rpc server (raw TCP)', function () {
       [4, (call, res) => {
         res.uint32(call.authSys?.uid ?? 0xffffffff).uint32(call.authSys?.gids.length ?? 0).string(call.authSys?.machineName ?? '');
       }],
+      [5, lend('ok', false, 0)],
+      [6, lend('failed', true, 0)],
+      [7, lend('late', false, 300)],
     ]);
     server.register({ prog: PROG, vers: 1, name: 'test1', procedures: procs });
     server.register({ prog: PROG, vers: 3, name: 'test3', procedures: procs });
@@ -133,6 +146,24 @@ describe('nfs rpc server (raw TCP)', function () {
     assert.equal(r0.acceptStat, AcceptStat.SUCCESS);
     const r1 = await c.call(PROG, 1, 1, echoArgs('hello'));
     assert.equal(r1.body.string(), 'hello');
+    c.close();
+  });
+
+  it('runs a call\'s afterReply once its reply is written, when it fails, and when the peer is gone', async () => {
+    const c = await RpcClient.connect(port);
+    const ok = await c.call(PROG, 1, 5);
+    assert.ok(ok.body.opaque().equals(payload), 'the borrowed bytes arrive');
+    const failed = await c.call(PROG, 1, 6);
+    assert.equal(failed.acceptStat, AcceptStat.SYSTEM_ERR);
+    for (let i = 0; i < 50 && released.length < 2; i++) await sleep(10);
+    assert.deepEqual(released.splice(0), ['sent:ok', 'sent:failed']);
+    // The peer hangs up while the procedure runs: the reply is dropped and the release still runs.
+    const raw = await Raw.connect(port);
+    raw.write(encodeCall(9, PROG, 1, 7, Buffer.alloc(0)));
+    await sleep(50);
+    raw.close();
+    for (let i = 0; i < 100 && released.length < 1; i++) await sleep(10);
+    assert.deepEqual(released.splice(0), ['sent:late']);
     c.close();
   });
 

@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { CapsuleApi } from '../../capsule/api.js';
 import type { Logger } from '../../capsule/log.js';
 import type { SetAttr } from '../../capsule/types.js';
+import type { HeldBytes } from '../../capsule/segment-pool.js';
 import { statfsOf, toStat } from './attrs.js';
 import { errno, mapError } from './errno.js';
 import type { FuseOperations } from './native.js';
@@ -20,6 +21,12 @@ export type FuseStore = Pick<CapsuleApi, 'getattr' | 'readdir' | 'read' | 'trunc
   flush(ref: string, path?: string): Promise<void>;
   /** Optional synchronous read of bytes already in memory (undefined: use read()). */
   tryReadSync?(ref: string, path: string, offset: number, length: number): Buffer | undefined;
+  /**
+   * Optional, both or neither: the same reads, borrowed and released once copied into the
+   * kernel's buffer, so the store can reuse the memory under them (capsule/segment-pool.ts).
+   */
+  tryReadSyncHeld?(ref: string, path: string, offset: number, length: number): HeldBytes | undefined;
+  readHeld?(ref: string, path: string, offset: number, length: number): Promise<HeldBytes>;
 };
 
 export interface FuseOpsOptions {
@@ -142,24 +149,26 @@ export function createFuseOps(o: FuseOpsOptions): { ops: FuseOperations; stats: 
 
     read(p, _fd, buf, len, pos, cb) {
       // Fast path: bytes already in memory are copied and answered without a promise.
+      // Held reads are released right after the copy (the kernel's buffer has the bytes then).
+      const held = store.tryReadSyncHeld && store.readHeld;
       if (store.tryReadSync) {
-        let data: Buffer | undefined;
+        let data: HeldBytes | Buffer | undefined;
         try {
-          data = store.tryReadSync(id, rel(p), pos, len);
+          data = held ? store.tryReadSyncHeld!(id, rel(p), pos, len) : store.tryReadSync(id, rel(p), pos, len);
         } catch {
           data = undefined; // the async path below reports the error properly
         }
         if (data) {
-          const n = data.copy(buf, 0, 0, Math.min(data.length, len));
+          const n = copyOut(data, buf, len);
           stats.reads++;
           stats.readBytes += n;
           return cb(n);
         }
       }
       serve('read', p, cb, async () => {
-        const data = await store.read(id, rel(p), pos, len);
+        const data = held ? await store.readHeld!(id, rel(p), pos, len) : await store.read(id, rel(p), pos, len);
         // Copy before replying: fuse-native detaches `buf` once the reply is sent.
-        const n = data.copy(buf, 0, 0, Math.min(data.length, len));
+        const n = copyOut(data, buf, len);
         stats.reads++;
         stats.readBytes += n;
         return n;
@@ -285,4 +294,14 @@ function guarded(ops: FuseOperations, log: Logger, eio: number): FuseOperations 
     };
   }
   return out as FuseOperations;
+}
+
+/** Copy up to `len` bytes of a read into the kernel's buffer; a held read is released after. */
+function copyOut(data: HeldBytes | Buffer, buf: Buffer, len: number): number {
+  if (Buffer.isBuffer(data)) return data.copy(buf, 0, 0, Math.min(data.length, len));
+  try {
+    return data.data.copy(buf, 0, 0, Math.min(data.data.length, len));
+  } finally {
+    data.release();
+  }
 }

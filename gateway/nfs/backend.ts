@@ -4,6 +4,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { CapsuleApi } from '../../capsule/api.js';
+import type { HeldBytes } from '../../capsule/segment-pool.js';
 
 export type NfsStore = Pick<
   CapsuleApi,
@@ -14,6 +15,12 @@ export type NfsStore = Pick<
   flush(ref: string, path?: string): Promise<void>;
   /** Bytes already in memory, without a promise (undefined: use read()). */
   tryReadSync?(ref: string, path: string, offset: number, length: number): Buffer | undefined;
+  /**
+   * Optional, both or neither: reads whose bytes the caller releases when done (the reply is
+   * written), so the store may reuse the memory under them (capsule/segment-pool.ts).
+   */
+  tryReadSyncHeld?(ref: string, path: string, offset: number, length: number): HeldBytes | undefined;
+  readHeld?(ref: string, path: string, offset: number, length: number): Promise<HeldBytes>;
   /**
    * Deallocate a range (reads as zeros, size unchanged): NFSv4.2 DEALLOCATE. Optional: without
    * it DEALLOCATE answers NOTSUPP.

@@ -7,6 +7,7 @@
  */
 import crypto from 'node:crypto';
 import type { Logger } from '../../capsule/log.js';
+import type { HeldBytes } from '../../capsule/segment-pool.js';
 import type { NfsStore } from './backend.js';
 import type { ExportTable, NfsExport } from './exports.js';
 import { decodeHandle, encodeHandle } from './handles.js';
@@ -74,16 +75,30 @@ export class NfsContext {
    * promise when it can (tryReadSync), otherwise through read(), which also reports errors.
    * Often a view of a cached segment: callers hand it to the socket by reference.
    */
-  async readBytes(t: Target, offset: number, count: number): Promise<Buffer> {
+  async readBytes(t: Target, offset: number, count: number, call?: RpcCall): Promise<Buffer> {
     if (count === 0) return EMPTY;
     const id = t.exp.capsuleId;
+    const s = this.store;
+    if (call && s.tryReadSyncHeld && s.readHeld) {
+      // Borrowed: released once the reply carrying them is written (RpcCall.afterReply), so the
+      // store can reuse that segment memory later (capsule/segment-pool.ts).
+      let held: HeldBytes | undefined;
+      try {
+        held = s.tryReadSyncHeld(id, t.path, offset, count);
+      } catch {
+        held = undefined; // readHeld() below reports the error properly
+      }
+      held ??= await s.readHeld(id, t.path, offset, count);
+      (call.afterReply ??= []).push(() => held!.release());
+      return held.data;
+    }
     let hit: Buffer | undefined;
     try {
-      hit = this.store.tryReadSync?.(id, t.path, offset, count);
+      hit = s.tryReadSync?.(id, t.path, offset, count);
     } catch {
       hit = undefined; // read() below reports the error properly
     }
-    return hit ?? (await this.store.read(id, t.path, offset, count));
+    return hit ?? (await s.read(id, t.path, offset, count));
   }
 
   /** Map an error to a status, logging the ones nobody raised on purpose. */

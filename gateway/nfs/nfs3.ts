@@ -256,7 +256,7 @@ export function nfs3Program(ctx: NfsContext): RpcProgram {
       t = await ctx.target(call, fh);
       a = await attrs(t);
       if (a.type === 'dir') throw new NfsError(Nfs3Status.ISDIR, 'READ of a directory');
-      const data = offset >= a.size ? Buffer.alloc(0) : await ctx.readBytes(t, offset, Math.min(count, a.size - offset));
+      const data = offset >= a.size ? Buffer.alloc(0) : await ctx.readBytes(t, offset, Math.min(count, a.size - offset), call);
       res.uint32(OK);
       writePostOpAttr(res, a, t.exp.fsid);
       res.uint32(data.length);

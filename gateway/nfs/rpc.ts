@@ -80,6 +80,11 @@ export interface RpcCall {
   /** The procedure's arguments, positioned after the call header. */
   args: XdrReader;
   conn: RpcConnectionInfo;
+  /**
+   * Run once the reply's bytes are in the kernel's hands, or the reply is dropped: a procedure
+   * that puts borrowed bytes in its reply by reference (READ's cached segment) releases them here.
+   */
+  afterReply?: (() => void)[];
 }
 
 /**
@@ -429,13 +434,13 @@ class Connection {
       return;
     }
     if (!pending || typeof (pending as Promise<void>).then !== 'function') {
-      this.send(res);
+      this.send(res, call);
       return;
     }
     this.inFlight++;
     this.flowControl();
     const done = (pending as Promise<void>).then(
-      () => this.send(res),
+      () => this.send(res, call),
       (e: unknown) => this.failed(call, program, e),
     ).finally(() => {
       this.inFlight--;
@@ -452,6 +457,7 @@ class Connection {
   }
 
   private failed(call: RpcCall, program: RpcProgram, e: unknown): void {
+    afterReply(call); // the reply the procedure built is not sent
     if (e instanceof XdrError) return this.garbage(call.xid, e);
     if (e instanceof RpcAuthError) return this.send(deniedHeader(call.xid, RejectStat.AUTH_ERROR).enum(e.authStat));
     if (e instanceof RpcError) {
@@ -463,19 +469,26 @@ class Connection {
     this.send(acceptedHeader(call.xid, AcceptStat.SYSTEM_ERR));
   }
 
-  /** Write one reply record: the mark goes into the first piece, all pieces in one corked burst. */
-  private send(w: XdrWriter): void {
-    if (this.dead || this.socket.destroyed) return;
+  /**
+   * Write one reply record: the mark goes into the first piece, all pieces in one corked burst.
+   * `call`'s afterReply runs once the socket has written the last piece (or failed to).
+   */
+  private send(w: XdrWriter, call?: RpcCall): void {
+    const after = call?.afterReply?.length ? () => afterReply(call) : undefined;
+    if (this.dead || this.socket.destroyed) {
+      after?.();
+      return;
+    }
     const parts = w.finish();
     let total = 0;
     for (const p of parts) total += p.length;
     parts[0]!.writeUInt32BE((LAST_FRAGMENT | (total - 4)) >>> 0, 0);
     let ok = true;
     if (parts.length === 1) {
-      ok = this.socket.write(parts[0]!);
+      ok = this.socket.write(parts[0]!, after);
     } else {
       this.socket.cork();
-      for (const p of parts) ok = this.socket.write(p) && ok;
+      for (let i = 0; i < parts.length; i++) ok = this.socket.write(parts[i]!, i === parts.length - 1 ? after : undefined) && ok;
       this.socket.uncork();
     }
     if (!ok && !this.writeBlocked) {
@@ -483,4 +496,12 @@ class Connection {
       this.flowControl();
     }
   }
+}
+
+/** Run (once) what a call asked to run after its reply. */
+function afterReply(call: RpcCall): void {
+  const fns = call.afterReply;
+  if (!fns) return;
+  call.afterReply = undefined;
+  for (const f of fns) f();
 }

@@ -61,7 +61,7 @@ async function readRequest(c: Compound, r: XdrReader): Promise<{ offset: number;
   const count = Math.min(r.uint32(), readLimit(c));
   const t = await fileTarget(c);
   c.checkIo(sid, t, false);
-  const data = offset > MAX_FILE_SIZE ? EMPTY : await c.ctx.readBytes(t, offset, count);
+  const data = offset > MAX_FILE_SIZE ? EMPTY : await c.ctx.readBytes(t, offset, count, c.call);
   return { offset, data, eof: data.length < count || count === 0 };
 }
 
