@@ -93,7 +93,9 @@ describe('segment pool: slots', () => {
  * The store's side: cached plaintext of unencrypted capsules lives in pooled slots, and no read
  * ever sees a slot reused under it. A small cache forces evictions and reuse on every pass.
  */
-describe('segment pool: the store reads into pooled memory and reuses it safely', function () {
+// The store's disk (O_DIRECT for sequential loads) and tmpfs, which may refuse O_DIRECT.
+const where = [undefined, ...(fs.existsSync('/dev/shm') ? ['/dev/shm'] : [])];
+for (const base of where) describe(`segment pool: the store reads into pooled memory and reuses it safely (${base ?? 'temp dir'})`, function () {
   this.timeout(120_000);
   const SEGMENTS = 24;
   let dir: string;
@@ -101,7 +103,7 @@ describe('segment pool: the store reads into pooled memory and reuses it safely'
   let store: Store;
   let data: Buffer;
   beforeEach(async () => {
-    dir = tmpDir();
+    dir = base ? fs.mkdtempSync(path.join(base, 'space-pool-')) : tmpDir();
     pool = new SegmentPool();
     store = Store.open(dir, { cacheBytes: 4 * MiB, fsync: false, segmentPool: pool });
     await store.create({ name: 'p', policy: validatePolicy({ segmentSize: MiB }) });
@@ -182,5 +184,25 @@ describe('segment pool: the store reads into pooled memory and reuses it safely'
     await store.close();
     assert.equal(pool.snapshot().inUse, 0, 'closing the store gives the cache\'s slots back');
     store = Store.open(dir, { cacheBytes: 4 * MiB, fsync: false, segmentPool: pool }); // for afterEach
+  });
+
+  it('compressed and encrypted capsules keep plaintext of their own: slots used for a read go straight back', async () => {
+    for (const [name, policy] of [['z', { compression: 'zstd', encryption: false }], ['e', { compression: 'none', encryption: true }]] as const) {
+      await store.create({ name, policy: validatePolicy({ segmentSize: MiB, ...policy }) });
+      await store.createFile(name, 'f');
+      const text = Buffer.alloc(3 * MiB, `compressible ${name} `);
+      await store.write(name, 'f', 0, text);
+      const before = pool.snapshot();
+      for (let i = 0; i < 3; i++) {
+        const h = await store.readHeld(name, 'f', i * MiB, MiB);
+        assert.ok(h.data.equals(text.subarray(i * MiB, (i + 1) * MiB)));
+        assert.ok(!(h.data.buffer instanceof SharedArrayBuffer), 'not in a slot');
+        h.release();
+      }
+      await new Promise((r) => setImmediate(r));
+      const after = pool.snapshot();
+      assert.equal(after.inUse, before.inUse, `${name}: no slot stays in use`);
+      if (name === 'e') assert.equal(after.taken, before.taken, 'encrypted loads take no slot');
+    }
   });
 });
