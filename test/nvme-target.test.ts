@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { Store } from '../capsule/store.js';
+import { SegmentPool } from '../capsule/segment-pool.js';
 import { validatePolicy } from '../capsule/policy.js';
 import { SpaceError } from '../capsule/errors.js';
 import { NvmeTarget } from '../gateway/nvme/target.js';
@@ -1124,5 +1125,55 @@ describe('nvme target over TCP', function () {
       check(await s.admin.submit(disconnectSqe()), 'disconnect admin queue');
       for (const hq of [s.admin, s.io[1]!, reconnected!]) assert.equal(await closedWithin(hq, 10_000), 'closed');
     });
+  });
+});
+
+/**
+ * Reads borrow the store's pooled segment memory and give it back once the C2HData is written:
+ * with a cache far smaller than the data, every pass evicts and reloads, and the slots the
+ * reads used are reused rather than kept for good (segment-pool.ts).
+ */
+describe('nvme target: reads give pooled segment memory back', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let store: Store;
+  let target: NvmeTarget;
+  let pool: SegmentPool;
+
+  before(async () => {
+    dir = tmpDir('space-nvme-pool-');
+    pool = new SegmentPool();
+    store = Store.open(dir, { cacheBytes: MiB, fsync: false, segmentPool: pool });
+    await store.create({ name: 'p', size: 4 * MiB, policy: validatePolicy({ segmentSize: '64KiB', encryption: false }) });
+    target = await NvmeTarget.listen({ store, port: 0 });
+  });
+  after(async () => {
+    await target?.close();
+    await store?.close();
+    rmrf(dir);
+  });
+
+  it('reuses the slots of segments it has served, and keeps none', async () => {
+    const data = prand(4 * MiB, 21);
+    await store.write('p', 'content', 0, data);
+    await store.flush('p');
+    const nqn = (await target.addSubsystem({ ref: 'p' })).nqn;
+    const s = await connectController({ host: '127.0.0.1', port: target.address().port, subnqn: nqn });
+    try {
+      for (let pass = 0; pass < 2; pass++) {
+        // 32 KiB reads, inside one 64 KiB segment each: served as views of the cached segment.
+        for (let off = 0; off < data.length; off += 32 * KiB) {
+          const r = check(await s.io[0]!.submit(readSqe(off / 512, (32 * KiB) / 512, 512)), `read at ${off}`);
+          assert.ok(r.data!.equals(data.subarray(off, off + 32 * KiB)), `pass ${pass}: bytes at ${off}`);
+        }
+      }
+    } finally {
+      s.close();
+    }
+    await sleep(50); // the last write callbacks
+    const st = pool.snapshot();
+    assert.equal(st.kept, 0, `no slot kept for good (${JSON.stringify(st)})`);
+    assert.ok(st.reused > 32, `evicted slots were reused (${JSON.stringify(st)})`);
+    assert.ok(st.inUse <= 17, `only what the 1 MiB cache holds stays in use (${JSON.stringify(st)})`);
   });
 });

@@ -322,20 +322,32 @@ export class Connection implements QueueLink {
 
   private finish(cmd: Command | CommandStub, r: Result, dir: 'none' | 'h2c' | 'c2h' | 'both', tracked = true): void {
     if (tracked) this.inflight.delete(cmd.cid);
-    if (this.closed || this.socket.destroyed) return;
-    const sqid = Math.max(this.qid, 0);
-    if (dir === 'c2h' && r.data && r.status.sc === 0 && r.status.sct === 0) {
-      const want = cmd instanceof Command ? Math.min(cmd.sglLength, r.data.length) : r.data.length;
-      const data = want === r.data.length ? r.data : r.data.subarray(0, want);
-      const success = this.sqFlowDisabled && !r.dw0 && !r.dw1;
-      if (data.length > 0) this.send(encodeC2HData(cmd.cid, 0, data, true, success, this.dg));
-      if (success && data.length > 0) return;
+    let release = r.release; // borrowed data: released once written, or now if it is not sent
+    try {
+      if (this.closed || this.socket.destroyed) return;
+      const sqid = Math.max(this.qid, 0);
+      if (dir === 'c2h' && r.data && r.status.sc === 0 && r.status.sct === 0) {
+        const want = cmd instanceof Command ? Math.min(cmd.sglLength, r.data.length) : r.data.length;
+        const data = want === r.data.length ? r.data : r.data.subarray(0, want);
+        const success = this.sqFlowDisabled && !r.dw0 && !r.dw1;
+        if (data.length > 0) {
+          this.send(encodeC2HData(cmd.cid, 0, data, true, success, this.dg), release);
+          release = undefined;
+        }
+        if (success && data.length > 0) return;
+      }
+      this.send(encodeCapsuleResp(encodeCqe(cmd.cid, sqid, this.sqhd, r), this.dg));
+    } finally {
+      release?.();
     }
-    this.send(encodeCapsuleResp(encodeCqe(cmd.cid, sqid, this.sqhd, r), this.dg));
   }
 
-  private send(parts: Buffer[]): void {
-    if (this.closed || this.socket.destroyed) return;
+  /** `written`: called once the socket has written the last part (or failed to). */
+  private send(parts: Buffer[], written?: () => void): void {
+    if (this.closed || this.socket.destroyed) {
+      written?.();
+      return;
+    }
     if (!this.corked) {
       // Completions produced in one turn of the event loop go out in one write.
       this.corked = true;
@@ -345,7 +357,7 @@ export class Connection implements QueueLink {
         this.socket.uncork();
       });
     }
-    for (const p of parts) this.socket.write(p);
+    for (let i = 0; i < parts.length; i++) this.socket.write(parts[i]!, i === parts.length - 1 ? written : undefined);
   }
 
   /** A protocol violation: send a C2HTermReq naming the field, then close. Nothing is executed. */

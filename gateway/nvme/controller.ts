@@ -18,6 +18,8 @@ export interface Result {
   dw1?: number;
   /** Controller-to-host data. */
   data?: Buffer;
+  /** Borrowed data: called once it is written to the host or dropped. */
+  release?: () => void;
 }
 
 export const ok = (dw0 = 0, data?: Buffer): Result => ({ status: Sc.Success, dw0, data });

@@ -9,6 +9,7 @@ import type { Command } from './command.js';
 import { fail, ok, type Result } from './controller.js';
 import { MAX_TRANSFER } from './identify.js';
 import type { BlockNamespace } from './namespace.js';
+import type { HeldBytes } from '../../capsule/segment-pool.js';
 
 const NSID_ALL = 0xffffffff;
 
@@ -81,11 +82,16 @@ function read(cmd: Command, ns: BlockNamespace): Result | Promise<Result> {
   ns.counters.bytesRead += BigInt(r.length);
   try {
     const got = ns.read(r.offset, r.length);
-    if (Buffer.isBuffer(got)) return ok(0, got);
-    return got.then((b) => ok(0, b), (e: unknown) => fail(storeStatus(e)));
+    if (!(got instanceof Promise)) return borrowed(got);
+    return got.then(borrowed, (e: unknown) => fail(storeStatus(e)));
   } catch (e) {
     return fail(storeStatus(e));
   }
+}
+
+/** A read's result that releases its bytes once the connection has sent them. */
+function borrowed(b: HeldBytes): Result {
+  return { ...ok(0, b.data), release: () => b.release() };
 }
 
 async function write(cmd: Command, data: Buffer, ctx: IoContext): Promise<Result> {

@@ -5,6 +5,7 @@
  */
 import crypto from 'node:crypto';
 import type { Store } from '../../capsule/store.js';
+import { HeldBytes } from '../../capsule/segment-pool.js';
 import type { ChangeEvent } from '../../capsule/types.js';
 
 export interface NamespaceSpec {
@@ -99,18 +100,24 @@ export class BlockNamespace {
     }
   }
 
-  /** Read `length` bytes at `offset`; zeros past end of file. Synchronous when the data is cached. */
-  read(offset: number, length: number): Buffer | Promise<Buffer> {
-    const hit = this.store.tryReadSync(this.capsuleId, this.file, offset, length);
+  /**
+   * Read `length` bytes at `offset`; zeros past end of file. Synchronous when the data is cached.
+   * Borrowed: release() once the bytes are on the wire, so the store can reuse the memory under
+   * them (capsule/segment-pool.ts).
+   */
+  read(offset: number, length: number): HeldBytes | Promise<HeldBytes> {
+    const hit = this.store.tryReadSyncHeld(this.capsuleId, this.file, offset, length);
     if (hit) return this.pad(hit, length);
-    return this.store.read(this.capsuleId, this.file, offset, length).then((b) => this.pad(b, length));
+    return this.store.readHeld(this.capsuleId, this.file, offset, length).then((b) => this.pad(b, length));
   }
 
-  private pad(b: Buffer, length: number): Buffer {
-    if (b.length === length) return b;
+  /** Short (end of file): a zero-filled copy of the full length, and the borrowed bytes go back. */
+  private pad(b: HeldBytes, length: number): HeldBytes {
+    if (b.data.length === length) return b;
     const out = Buffer.alloc(length);
-    b.copy(out);
-    return out;
+    b.data.copy(out);
+    b.release();
+    return new HeldBytes(out);
   }
 
   /**
