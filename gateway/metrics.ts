@@ -4,6 +4,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { StoreStat } from '../capsule/types.js';
+import { sharedSegmentPool, type PoolStats } from '../capsule/segment-pool.js';
 import type { Logger } from '../capsule/log.js';
 
 export class GatewayMetrics {
@@ -21,6 +22,8 @@ export class GatewayMetrics {
     logger?: Logger;
     /** Count DATA_LOSS replies as integrity failures (when the store cannot report them itself). */
     countDataLossReplies?: boolean;
+    /** The segment pool's counters (default: this process's shared pool, which stores use). */
+    segmentPool?: () => PoolStats;
   } = {}) {
     const registers = [this.registry];
     this.bytesIn = new Counter({ name: 'space_gateway_bytes_in_total', help: 'File bytes received from clients (Put, Write).', registers });
@@ -47,6 +50,26 @@ export class GatewayMetrics {
     gauge('space_store_segments', 'Distinct segments stored.', (s) => s.segments);
     gauge('space_store_stored_bytes', 'Bytes of stored (compressed, encrypted) segments.', (s) => s.storedBytes);
     gauge('space_store_dedup_ratio', 'Referenced plaintext bytes / distinct plaintext bytes.', (s) => s.dedupRatio);
+    // The memory cached segments live in (capsule/segment-pool.ts), read on every scrape.
+    const pool = opts.segmentPool ?? (() => sharedSegmentPool().snapshot());
+    const poolGauge = (name: string, help: string, pick: (s: PoolStats) => number) => new Gauge({
+      name, help, registers,
+      collect() {
+        this.set(pick(pool()));
+      },
+    });
+    const poolCounter = (name: string, help: string, pick: (s: PoolStats) => number) => new Counter({
+      name, help, registers,
+      collect() {
+        this.reset();
+        this.inc(pick(pool()));
+      },
+    });
+    poolGauge('space_segment_pool_bytes', 'Memory the segment pool holds for cached plaintext (slabs).', (s) => s.bytes);
+    poolGauge('space_segment_pool_slots_in_use', 'Pool slots held by a load, the segment cache or a reader.', (s) => s.inUse);
+    poolCounter('space_segment_pool_reused_total', 'Slots handed out again after an earlier segment was done with them.', (s) => s.reused);
+    poolCounter('space_segment_pool_kept_total', 'Slots retired because their bytes went to code that keeps them.', (s) => s.kept);
+    poolCounter('space_segment_pool_refused_total', 'Loads that found the pool at its cap and used memory of their own.', (s) => s.refused);
   }
 
   /** One storeStat per scrape: the three gauges collect concurrently and share this call. */

@@ -12,6 +12,7 @@ import { IntegrityError, SpaceError } from '../capsule/errors.js';
 import { defaultPolicy } from '../capsule/policy.js';
 import type { PutOptions } from '../capsule/api.js';
 import { Store } from '../capsule/store.js';
+import { sharedSegmentPool } from '../capsule/segment-pool.js';
 import type { ChangeEvent } from '../capsule/types.js';
 import { GatewayClient } from '../gateway/client.js';
 import type { MountInfo, MountSpec, ViewManager } from '../gateway/views-api.js';
@@ -307,6 +308,13 @@ describe('gateway: Capsule API over gRPC (real Store)', function () {
       assert.equal(metricValue(m.body, 'space_store_stored_bytes'), ss.storedBytes);
       assert.ok(metricValue(m.body, 'space_store_dedup_ratio')! > 0);
       assert.equal(metricValue(m.body, 'space_integrity_failures_total'), 0);
+      // The gateway's store keeps cached plaintext in the process's segment pool.
+      const pool = sharedSegmentPool().snapshot();
+      assert.ok(metricValue(m.body, 'space_segment_pool_bytes')! > 0, 'the reads above used the pool');
+      assert.equal(metricValue(m.body, 'space_segment_pool_bytes'), pool.bytes);
+      for (const name of ['slots_in_use', 'reused_total', 'kept_total', 'refused_total']) {
+        assert.ok(Number.isFinite(metricValue(m.body, `space_segment_pool_${name}`)), `space_segment_pool_${name} is exported`);
+      }
     });
   });
 });
