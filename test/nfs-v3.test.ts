@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { Store } from '../capsule/store.js';
+import { SegmentPool } from '../capsule/segment-pool.js';
+import { validatePolicy } from '../capsule/policy.js';
 import { NfsServer } from '../gateway/nfs/server.js';
 import { RpcClient } from '../gateway/nfs/rpc-client.js';
 import { Access3, CreateMode, NFS_PROGRAM, NFS_V3, Proc3, StableHow } from '../gateway/nfs/nfs3.js';
@@ -594,5 +596,56 @@ describe('nfs v3 procedures', function () {
     assert.equal((await v.getattr(root)).status, S.STALE);
     const m = await v.mount(MountProc.MNT, (w) => w.string('/cap'));
     assert.equal(m.uint32(), MountStat.NOENT);
+  });
+});
+
+/**
+ * READ borrows the store's pooled segment memory and gives it back once the reply is written
+ * (RpcCall.afterReply): through a cache far smaller than the file, every pass evicts and
+ * reloads, and the slots READ used serve the next segments instead of being kept for good.
+ */
+describe('nfs v3 READ gives pooled segment memory back', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let store: Store;
+  let nfs: NfsServer;
+  let pool: SegmentPool;
+
+  before(async () => {
+    dir = tmpDir('space-nfs3-pool-');
+    pool = new SegmentPool();
+    store = Store.open(dir, { cacheBytes: 1 << 20, fsync: false, segmentPool: pool });
+    await store.create({ name: 'p', policy: validatePolicy({ segmentSize: '64KiB', encryption: false }) });
+    nfs = await NfsServer.listen({ store, host: '127.0.0.1', port: 0, mountPort: 0 });
+    await nfs.addExport({ ref: 'p' });
+  });
+  after(async () => {
+    await nfs?.close();
+    await store?.close();
+    rmrf(dir);
+  });
+
+  it('reuses the slots of segments it has sent, keeps none, and holds only what the cache holds', async () => {
+    const data = prand(4 << 20, 31);
+    await store.put('p', 'f.bin', chunks(data));
+    const v = await V3.connect(nfs.address().port);
+    try {
+      const fh = (await v.lookup(await v.mnt('/p'), 'f.bin')).fh!;
+      for (let pass = 0; pass < 2; pass++) {
+        // 32 KiB READs, inside one 64 KiB segment each: answered with views of the cached segment.
+        for (let off = 0; off < data.length; off += 32 << 10) {
+          const r = await v.read(fh, off, 32 << 10);
+          assert.equal(r.status, S.OK);
+          assert.ok(r.data!.equals(data.subarray(off, off + (32 << 10))), `pass ${pass}: bytes at ${off}`);
+        }
+      }
+    } finally {
+      v.close();
+    }
+    await new Promise((r) => setTimeout(r, 50)); // the last write callbacks
+    const st = pool.snapshot();
+    assert.equal(st.kept, 0, `no slot kept for good (${JSON.stringify(st)})`);
+    assert.ok(st.reused > 32, `evicted slots were reused (${JSON.stringify(st)})`);
+    assert.ok(st.inUse <= 17, `only what the 1 MiB cache holds stays in use (${JSON.stringify(st)})`);
   });
 });
