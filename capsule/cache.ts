@@ -6,7 +6,7 @@
 export class SegmentCache {
   private readonly map = new Map<string, Buffer>();
   private bytes = 0;
-  constructor(readonly budget: number, private readonly onEvict: (data: Buffer) => void = () => {}) {}
+  constructor(private readonly budget: number, private readonly onEvict: (data: Buffer) => void = () => {}) {}
 
   get(id: string): Buffer | undefined {
     const v = this.map.get(id);

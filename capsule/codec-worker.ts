@@ -8,10 +8,9 @@ import crypto from 'node:crypto';
 import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { decodeSegment, encodeSegmentParts, segmentAddress } from './segment-codec.js';
-import { ownedCopy, ownsBuffer, type CodecJob, type CodecResult, type SegmentSink, type SlotRef } from './codec-pool.js';
+import { ownedCopy, ownsBuffer, type CodecJob, type CodecResult, type SegmentSink } from './codec-pool.js';
 import { SegmentFileWriter } from './direct-write.js';
 import { SegmentFileReader, readUntilEnd } from './direct-read.js';
-import { ALIGN, O_DIRECT, directIoWanted, openOrRefused, refusesDirect } from './direct-io.js';
 
 // This thread only (Linux: setpriority on the calling thread); see defaultWorkerNice.
 const nice = (workerData as { nice?: number } | null)?.nice ?? 0;
@@ -61,12 +60,14 @@ function writeSegment(sink: SegmentSink, id: string, parts: Buffer[]): boolean {
 }
 
 /**
- * A whole segment file, read into one of two kinds of buffer:
+ * A whole segment file, read into one of three kinds of buffer:
  * - encrypted capsules: the buffer of a SegmentFileReader, reused (with O_DIRECT where the store
  *   and its filesystem allow). Decoding never hands the file bytes out (the plaintext is the
  *   decipher's output), and a fresh megabyte per segment costs first-touch page faults that
  *   dominate in some VMs.
- * - unencrypted capsules: a buffer of its own. The plaintext of an uncompressed segment is then a
+ * - unencrypted segments the store will cache: the store's pooled slot (SegmentFileReader.readInto),
+ *   where the plaintext stays as a view.
+ * - other unencrypted ones: a buffer of its own. The plaintext of an uncompressed segment is then a
  *   view of it and goes to the store as it is (transferred); reading into a reused buffer would
  *   cost one more copy of every segment.
  */
@@ -76,43 +77,6 @@ function readOwnBuffer(file: string): Buffer {
     const size = fs.fstatSync(fd).size;
     // A file truncated underneath us comes back short: decoding reports the damage.
     return readUntilEnd(fd, Buffer.allocUnsafeSlow(size), size, size);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** Store directories whose filesystem refused O_DIRECT into a slot: read them buffered from then on. */
-const slotDirectRefused = new Set<string>();
-
-/**
- * A whole segment file read into a pooled slot (page-aligned shared memory), or null when it
- * does not fit (a segment larger than the slot: the caller reads it into a buffer of its own).
- * `direct`: with O_DIRECT, so a sequential read neither fills nor needs the page cache.
- */
-function readIntoSlot(file: string, slot: SlotRef, direct: boolean): Buffer | null {
-  const into = Buffer.from(slot.memory, slot.offset, slot.bytes);
-  const dir = path.dirname(path.dirname(file));
-  if (directIoWanted(direct) && !slotDirectRefused.has(dir)) {
-    const fd = openOrRefused(() => fs.openSync(file, fs.constants.O_RDONLY | O_DIRECT!));
-    if (fd !== null) {
-      try {
-        const size = fs.fstatSync(fd).size;
-        const span = Math.ceil(size / ALIGN) * ALIGN;
-        if (span > slot.bytes) return null;
-        return readUntilEnd(fd, into, size, span);
-      } catch (e) {
-        if (!refusesDirect(e)) throw e;
-      } finally {
-        fs.closeSync(fd);
-      }
-    }
-    slotDirectRefused.add(dir);
-  }
-  const fd = fs.openSync(file, 'r');
-  try {
-    const size = fs.fstatSync(fd).size;
-    if (size > slot.bytes) return null;
-    return readUntilEnd(fd, into, size, size);
   } finally {
     fs.closeSync(fd);
   }
@@ -160,7 +124,8 @@ parentPort!.on('message', (job: CodecJob) => {
             blob = readerFor(job.file, job.direct ?? false).readAll(job.file);
             ownsBlob = false;
           } else {
-            blob = job.slot ? readIntoSlot(job.file, job.slot, job.direct ?? false) : null;
+            // Into the store's pooled slot (null: the file does not fit there).
+            blob = job.slot ? readerFor(job.file, job.direct ?? false).readInto(job.file, Buffer.from(job.slot.memory, job.slot.offset, job.slot.bytes)) : null;
             if (blob) ownsBlob = false;
             else blob = readOwnBuffer(job.file);
           }

@@ -15,9 +15,8 @@
  * cache: it holds a working set larger than the store's segment cache (uniform 4 KiB reads over
  * 1 GiB through a 64 MiB segment cache ran at 60 % of their IOPS with every segment read direct).
  *
- * Unencrypted segments are not read this way: their plaintext is a view of the file bytes and is
- * handed out as it is, so they are read into a buffer of their own (a direct read would need one
- * more copy out of the aligned buffer, which measured no faster).
+ * Unencrypted segments the store caches are read into a slot of its segment pool (readInto: the
+ * slot is page-aligned, so O_DIRECT works there too) and their plaintext stays a view of it.
  *
  * How: the whole file, its length rounded up to the alignment, is read through an O_DIRECT
  * descriptor into WebAssembly memory (page-aligned by construction); the kernel stops at the end
@@ -47,35 +46,53 @@ export class SegmentFileReader {
    * throw.
    */
   readAll(file: string): Buffer {
+    return this.read(file, (bytes, direct) => {
+      if (direct) return this.alignedFor(bytes);
+      if (this.buffered.length < bytes) this.buffered = Buffer.allocUnsafeSlow(Math.max(bytes, 2 * this.buffered.length));
+      return this.buffered;
+    })!;
+  }
+
+  /**
+   * The whole of `file`, read into `into` (page-aligned: a segment pool slot), or null when it
+   * does not fit there. Otherwise as readAll.
+   */
+  readInto(file: string, into: Buffer): Buffer | null {
+    return this.read(file, (bytes) => (bytes <= into.length ? into : null));
+  }
+
+  /** `bufferFor(bytes, direct)`: where to read (null: nowhere, the file does not fit). */
+  private read(file: string, bufferFor: (bytes: number, direct: boolean) => Buffer | null): Buffer | null {
     if (this.direct) {
-      const got = this.tryDirect(file);
-      if (got) return got;
+      const got = this.tryDirect(file, bufferFor);
+      if (got !== undefined) return got;
     }
     const fd = fs.openSync(file, 'r');
     try {
       const size = fs.fstatSync(fd).size;
-      if (this.buffered.length < size) this.buffered = Buffer.allocUnsafeSlow(Math.max(size, 2 * this.buffered.length));
-      return readUntilEnd(fd, this.buffered, size, size);
+      const buf = bufferFor(size, false);
+      return buf && readUntilEnd(fd, buf, size, size);
     } finally {
       fs.closeSync(fd);
     }
   }
 
-  /** Null when O_DIRECT is refused here; other errors throw. */
-  private tryDirect(file: string): Buffer | null {
+  /** Undefined when O_DIRECT is refused here; other errors throw. */
+  private tryDirect(file: string, bufferFor: (bytes: number, direct: boolean) => Buffer | null): Buffer | null | undefined {
     const fd = openOrRefused(() => this.openDirect(file));
     if (fd === null) {
       this.direct = false;
-      return null;
+      return undefined;
     }
     try {
       const size = fs.fstatSync(fd).size;
       const span = Math.ceil(size / ALIGN) * ALIGN;
-      return readUntilEnd(fd, this.alignedFor(span), size, span);
+      const buf = bufferFor(span, true);
+      return buf && readUntilEnd(fd, buf, size, span);
     } catch (e) {
       if (!refusesDirect(e)) throw e;
       this.direct = false; // refused at the read (an alignment this filesystem wants)
-      return null;
+      return undefined;
     } finally {
       fs.closeSync(fd);
     }

@@ -18,6 +18,8 @@
  * missing release therefore costs capacity, never correctness.
  */
 
+import type { SlotRef } from './codec-pool.js';
+
 /** Covers 512- and 4096-byte logical blocks (O_DIRECT) and the page size. */
 export const SLOT_ALIGN = 4096;
 const WASM_PAGE = 64 << 10;
@@ -44,13 +46,9 @@ export class PoolSlot {
     return this.slab.memory;
   }
 
-  get bytes(): number {
-    return this.slab.slotBytes;
-  }
-
-  /** The whole slot as a Buffer. */
-  view(): Buffer {
-    return Buffer.from(this.slab.memory, this.offset, this.slab.slotBytes);
+  /** What a codec worker needs to read into this slot. */
+  ref(): SlotRef {
+    return { memory: this.slab.memory, offset: this.offset, bytes: this.slab.slotBytes };
   }
 }
 
@@ -102,7 +100,6 @@ export class SegmentPool {
   private readonly freeBySize = new Map<number, PoolSlot[]>();
   /** Which slot a cached plaintext Buffer lives in (the cache hands out that same object). */
   private readonly slotOfBuffer = new WeakMap<Buffer, PoolSlot>();
-  private readonly slabs = new Set<Slab>();
   private stats = { bytes: 0, inUse: 0, taken: 0, reused: 0, refused: 0, kept: 0 };
 
   constructor(private cap = 0) {}
@@ -144,7 +141,6 @@ export class SegmentPool {
       return null;
     }
     const slab = new Slab(memory, slotBytes, count);
-    this.slabs.add(slab);
     this.stats.bytes += pages * WASM_PAGE;
     const list = free ?? [];
     this.freeBySize.set(slotBytes, list);
@@ -201,7 +197,6 @@ export class SegmentPool {
   private drop(slab: Slab): void {
     if (slab.dropped) return;
     slab.dropped = true;
-    this.slabs.delete(slab);
     this.stats.bytes -= Math.ceil((slab.count * slab.slotBytes) / WASM_PAGE) * WASM_PAGE;
     const list = this.freeBySize.get(slab.slotBytes)!;
     this.freeBySize.set(slab.slotBytes, list.filter((s) => s.slab !== slab));

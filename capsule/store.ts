@@ -785,11 +785,10 @@ export class Store implements CapsuleApi {
     // slot (O_DIRECT when streaming) and verifies it there. Decrypted or decompressed plaintext
     // is the output of a transform, in a buffer of its own.
     const slot = cache && !c.keys.dataKey && !this.closed ? this.pool?.take(SegmentPool.slotBytesFor(c.policy.segmentSize, SEGMENT_FRAMING_BYTES)) ?? null : null;
-    const slotRef = slot ? { memory: slot.memory, offset: slot.offset, bytes: slot.bytes } : undefined;
     let plain: Buffer | null;
     try {
       // The worker reads the file too: the event loop only learns the verified plaintext.
-      plain = await this.codec.readAndDecode(seg, this.files.pathOf(seg), c.keys.hashKey, c.keys.dataKey, this.dataKeyById, this.files.direct && streaming, slotRef);
+      plain = await this.codec.readAndDecode(seg, this.files.pathOf(seg), c.keys.hashKey, c.keys.dataKey, this.dataKeyById, this.files.direct && streaming, slot?.ref());
     } catch (e) {
       if (slot) this.pool!.release(slot);
       throw damaged((e as Error).message);

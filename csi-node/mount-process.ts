@@ -15,6 +15,7 @@ import type { FileAttr } from '../capsule/types.js';
 import { GatewayClient } from '../gateway/client.js';
 import { SpaceError } from '../capsule/errors.js';
 import { FuseMount, type MountableStore } from '../gateway/fuse/mount.js';
+import { HeldBytes } from '../capsule/segment-pool.js';
 
 /**
  * The gateway client as a FUSE store. Writes go straight to the gateway (durable when the call
@@ -27,7 +28,8 @@ export function gatewayFuseStore(client: GatewayClient, capsuleId: string, hardM
     resolveId: (ref) => (ref === capsuleId ? capsuleId : ref),
     getattr: (r, p, v) => h(() => client.getattr(r, p, v)),
     readdir: (r, p, v) => h(() => client.readdir(r, p, v)),
-    read: (r, p, o, l, v) => h(() => client.read(r, p, o, l, v)),
+    // The bytes arrive in a gRPC message of their own: nothing to give back.
+    readHeld: (r, p, o, l) => h(() => client.read(r, p, o, l)).then((b) => new HeldBytes(b)),
     truncate: (r, p, s) => h(() => client.truncate(r, p, s)),
     mkdir: (r, p, m) => h(() => client.mkdir(r, p, m)),
     createFile: (r, p, m) => h(() => client.createFile(r, p, m)),

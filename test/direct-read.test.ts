@@ -55,6 +55,28 @@ describe('segment files read with O_DIRECT', function () {
     }
   });
 
+  it('reads into a caller\'s aligned buffer (a pool slot) when the file fits, and says null when not', () => {
+    const slot = Buffer.from(new WebAssembly.Memory({ initial: 17 }).buffer).subarray(4096, 4096 + (1 << 20) + 4096);
+    for (const direct of [true, false]) {
+      const r = new SegmentFileReader(direct);
+      for (const [i, size] of SIZES.entries()) {
+        const data = prand(size, 200 + i);
+        const f = path.join(dir, `s-${direct}-${i}`);
+        fs.writeFileSync(f, data);
+        const got = r.readInto(f, slot);
+        const span = direct ? Math.ceil(size / 4096) * 4096 : size;
+        if (span > slot.length) {
+          assert.equal(got, null, `${size} bytes do not fit, direct ${direct}`);
+          continue;
+        }
+        assert.deepEqual(got, data, `${size} bytes, direct ${direct}`);
+        assert.equal(got!.buffer, slot.buffer, 'read where it was asked to');
+        assert.equal(got!.byteOffset, slot.byteOffset);
+      }
+      assert.equal(r.usesDirectIo, direct);
+    }
+  });
+
   it('a missing file is ENOENT, direct or not', () => {
     for (const direct of [true, false]) {
       assert.throws(() => new SegmentFileReader(direct).readAll(path.join(dir, 'missing')), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');

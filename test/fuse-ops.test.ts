@@ -7,6 +7,7 @@ import { SpaceError, IntegrityError } from '../capsule/errors.js';
 import { createLogger } from '../capsule/log.js';
 import type { FileAttr } from '../capsule/types.js';
 import { createFuseOps, type FuseStore } from '../gateway/fuse/ops.js';
+import { HeldBytes } from '../capsule/segment-pool.js';
 import type { FuseOperations, FuseStat, FuseStatfs } from '../gateway/fuse/native.js';
 import { errno } from '../gateway/fuse/errno.js';
 import { statfsOf } from '../gateway/fuse/attrs.js';
@@ -19,7 +20,7 @@ const attr = (over: Partial<FileAttr> = {}): FileAttr => ({
 /** A store whose every method records the call and then does what `impl` says (or resolves). */
 function fakeStore(impl: Partial<Record<keyof FuseStore, (...a: unknown[]) => unknown>> = {}) {
   const calls: string[] = [];
-  const methods = ['getattr', 'readdir', 'read', 'truncate', 'mkdir', 'createFile', 'unlink', 'rmdir', 'rename', 'setattr', 'writeBuffered', 'flush'] as const;
+  const methods = ['getattr', 'readdir', 'readHeld', 'truncate', 'mkdir', 'createFile', 'unlink', 'rmdir', 'rename', 'setattr', 'writeBuffered', 'flush'] as const;
   const store = {} as Record<string, (...a: unknown[]) => unknown>;
   for (const m of methods) {
     store[m] = (...a: unknown[]) => {
@@ -145,7 +146,7 @@ describe('fuse ops table (no kernel)', function () {
 
   it('read copies into the kernel buffer and returns the count; write goes to the buffered path', async () => {
     const { store, calls } = fakeStore({
-      read: async (_r, _p, off, len) => Buffer.from('hello world'.slice(off as number, (off as number) + (len as number))),
+      readHeld: async (_r, _p, off, len) => new HeldBytes(Buffer.from('hello world'.slice(off as number, (off as number) + (len as number)))),
       writeBuffered: async (_r, _p, _o, data) => (data as Uint8Array).length,
     });
     const { ops, stats } = createFuseOps({ store, capsuleId: 'c1', readOnly: false, logger: logCapture().logger });

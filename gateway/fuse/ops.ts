@@ -15,18 +15,17 @@ import { errno, mapError } from './errno.js';
 import type { FuseOperations } from './native.js';
 
 /** What a filesystem view needs from the store: the CapsuleApi tree calls plus write-back. */
-export type FuseStore = Pick<CapsuleApi, 'getattr' | 'readdir' | 'read' | 'truncate' | 'mkdir' | 'createFile' | 'unlink' | 'rmdir' | 'rename' | 'setattr'> & {
+export type FuseStore = Pick<CapsuleApi, 'getattr' | 'readdir' | 'truncate' | 'mkdir' | 'createFile' | 'unlink' | 'rmdir' | 'rename' | 'setattr'> & {
   /** Write into the store's dirty-segment buffer; durable only after flush. */
   writeBuffered(ref: string, path: string, offset: number, data: Uint8Array): Promise<number>;
   flush(ref: string, path?: string): Promise<void>;
-  /** Optional synchronous read of bytes already in memory (undefined: use read()). */
-  tryReadSync?(ref: string, path: string, offset: number, length: number): Buffer | undefined;
   /**
-   * Optional, both or neither: the same reads, borrowed and released once copied into the
-   * kernel's buffer, so the store can reuse the memory under them (capsule/segment-pool.ts).
+   * Reads, borrowed and released once copied into the kernel's buffer, so the store can reuse
+   * the memory under them (capsule/segment-pool.ts).
    */
+  readHeld(ref: string, path: string, offset: number, length: number): Promise<HeldBytes>;
+  /** Optional: the same for bytes already in memory, without a promise (undefined: use readHeld). */
   tryReadSyncHeld?(ref: string, path: string, offset: number, length: number): HeldBytes | undefined;
-  readHeld?(ref: string, path: string, offset: number, length: number): Promise<HeldBytes>;
 };
 
 export interface FuseOpsOptions {
@@ -149,24 +148,20 @@ export function createFuseOps(o: FuseOpsOptions): { ops: FuseOperations; stats: 
 
     read(p, _fd, buf, len, pos, cb) {
       // Fast path: bytes already in memory are copied and answered without a promise.
-      // Held reads are released right after the copy (the kernel's buffer has the bytes then).
-      const held = store.tryReadSyncHeld && store.readHeld;
-      if (store.tryReadSync) {
-        let data: HeldBytes | Buffer | undefined;
-        try {
-          data = held ? store.tryReadSyncHeld!(id, rel(p), pos, len) : store.tryReadSync(id, rel(p), pos, len);
-        } catch {
-          data = undefined; // the async path below reports the error properly
-        }
-        if (data) {
-          const n = copyOut(data, buf, len);
-          stats.reads++;
-          stats.readBytes += n;
-          return cb(n);
-        }
+      let hit: HeldBytes | undefined;
+      try {
+        hit = store.tryReadSyncHeld?.(id, rel(p), pos, len);
+      } catch {
+        hit = undefined; // the async path below reports the error properly
+      }
+      if (hit) {
+        const n = copyOut(hit, buf, len);
+        stats.reads++;
+        stats.readBytes += n;
+        return cb(n);
       }
       serve('read', p, cb, async () => {
-        const data = held ? await store.readHeld!(id, rel(p), pos, len) : await store.read(id, rel(p), pos, len);
+        const data = await store.readHeld(id, rel(p), pos, len);
         // Copy before replying: fuse-native detaches `buf` once the reply is sent.
         const n = copyOut(data, buf, len);
         stats.reads++;
@@ -296,9 +291,8 @@ function guarded(ops: FuseOperations, log: Logger, eio: number): FuseOperations 
   return out as FuseOperations;
 }
 
-/** Copy up to `len` bytes of a read into the kernel's buffer; a held read is released after. */
-function copyOut(data: HeldBytes | Buffer, buf: Buffer, len: number): number {
-  if (Buffer.isBuffer(data)) return data.copy(buf, 0, 0, Math.min(data.length, len));
+/** Copy up to `len` bytes of a read into the kernel's buffer, then release them. */
+function copyOut(data: HeldBytes, buf: Buffer, len: number): number {
   try {
     return data.data.copy(buf, 0, 0, Math.min(data.data.length, len));
   } finally {

@@ -13,14 +13,13 @@ export type NfsStore = Pick<
   /** Write into the store's dirty-segment buffer; durable only after flush. */
   writeBuffered(ref: string, path: string, offset: number, data: Uint8Array): Promise<number>;
   flush(ref: string, path?: string): Promise<void>;
-  /** Bytes already in memory, without a promise (undefined: use read()). */
-  tryReadSync?(ref: string, path: string, offset: number, length: number): Buffer | undefined;
   /**
-   * Optional, both or neither: reads whose bytes the caller releases when done (the reply is
-   * written), so the store may reuse the memory under them (capsule/segment-pool.ts).
+   * READ's bytes, borrowed: released once the reply carrying them is written, so the store may
+   * reuse the memory under them (capsule/segment-pool.ts).
    */
+  readHeld(ref: string, path: string, offset: number, length: number): Promise<HeldBytes>;
+  /** The same when the bytes are already in memory, without a promise (undefined: use readHeld). */
   tryReadSyncHeld?(ref: string, path: string, offset: number, length: number): HeldBytes | undefined;
-  readHeld?(ref: string, path: string, offset: number, length: number): Promise<HeldBytes>;
   /**
    * Deallocate a range (reads as zeros, size unchanged): NFSv4.2 DEALLOCATE. Optional: without
    * it DEALLOCATE answers NOTSUPP.

@@ -72,33 +72,23 @@ export class NfsContext {
 
   /**
    * The bytes of a READ (v3 READ, v4 READ and READ_PLUS): from the store's memory without a
-   * promise when it can (tryReadSync), otherwise through read(), which also reports errors.
-   * Often a view of a cached segment: callers hand it to the socket by reference.
+   * promise when it can (tryReadSyncHeld), otherwise through readHeld(), which also reports
+   * errors. Often a view of a cached segment: callers hand it to the socket by reference, and it
+   * is released once `call`'s reply is written (RpcCall.afterReply), so the store can reuse that
+   * segment memory (capsule/segment-pool.ts).
    */
-  async readBytes(t: Target, offset: number, count: number, call?: RpcCall): Promise<Buffer> {
+  async readBytes(t: Target, offset: number, count: number, call: RpcCall): Promise<Buffer> {
     if (count === 0) return EMPTY;
     const id = t.exp.capsuleId;
-    const s = this.store;
-    if (call && s.tryReadSyncHeld && s.readHeld) {
-      // Borrowed: released once the reply carrying them is written (RpcCall.afterReply), so the
-      // store can reuse that segment memory later (capsule/segment-pool.ts).
-      let held: HeldBytes | undefined;
-      try {
-        held = s.tryReadSyncHeld(id, t.path, offset, count);
-      } catch {
-        held = undefined; // readHeld() below reports the error properly
-      }
-      held ??= await s.readHeld(id, t.path, offset, count);
-      (call.afterReply ??= []).push(() => held!.release());
-      return held.data;
-    }
-    let hit: Buffer | undefined;
+    let held: HeldBytes | undefined;
     try {
-      hit = s.tryReadSync?.(id, t.path, offset, count);
+      held = this.store.tryReadSyncHeld?.(id, t.path, offset, count);
     } catch {
-      hit = undefined; // read() below reports the error properly
+      held = undefined; // readHeld() below reports the error properly
     }
-    return hit ?? (await s.read(id, t.path, offset, count));
+    held ??= await this.store.readHeld(id, t.path, offset, count);
+    (call.afterReply ??= []).push(() => held!.release());
+    return held.data;
   }
 
   /** Map an error to a status, logging the ones nobody raised on purpose. */

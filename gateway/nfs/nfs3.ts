@@ -7,7 +7,7 @@
  * the RFC prescribes for the procedure (attributes or wcc data where known).
  *
  * Data path: READ answers from the store's in-memory segments without a promise when it can
- * (tryReadSync) and hands the bytes to the socket by reference; WRITE passes the request's
+ * (tryReadSyncHeld) and hands the bytes to the socket by reference; WRITE passes the request's
  * payload (a view of the received record) to the store's write-back buffer. UNSTABLE writes are
  * durable after COMMIT; DATA_SYNC and FILE_SYNC flush before replying.
  */
