@@ -22,12 +22,18 @@
  *             (libnfs: 1 MiB UNSTABLE WRITEs one at a time, then COMMIT on close; the time is
  *             the whole nfs-cp process, COMMIT included). The source is BENCH_SIZE_MB MiB of
  *             unique data in /dev/shm, new per repetition (so our store cannot deduplicate
- *             against an earlier copy); the previous copy is removed over NFS first, then sync.
+ *             against an earlier copy); the previous copy is removed over NFS first (and our
+ *             store's reclaim of its segments run to the end, as ganesha's REMOVE frees the
+ *             file's blocks before it replies), then sync.
  *   read      `nfs-cp nfs://.../big /dev/shm/...`: cold = after sync + drop_caches, with our
  *             store closed and reopened first, whichever server reads (ganesha caches no file
  *             data of its own, and ours then holds none either: both servers start from the
- *             same memory), then warm = the same read again at once. The copy is
- *             checked (size, and sampled 1 MiB blocks against the source).
+ *             same memory); one per server. Then warm = the file in the server's memory (our
+ *             segment cache, ganesha's page cache): after an untimed read that refills the
+ *             servers the later cold reads evicted, BENCH_NFS_WARM_READS (default 3) rounds
+ *             of one read per server, the order flipped every round; the server's warm figure
+ *             in a repetition is the median of its rounds. Every copy is checked (size, and
+ *             sampled 1 MiB blocks against the source).
  *   metadata  bench/nfs/meta-client.ts (own process, the project's RPC client): MOUNT, then
  *             BENCH_NFS_FILES (default 10000) x (CREATE UNCHECKED + GETATTR + REMOVE) with
  *             BENCH_NFS_QD (default 16) files in flight on one connection; files/s (each file
@@ -44,7 +50,7 @@
  * Before them, BENCH_NFS_WARMUP (default 1) repetitions of the write and reads are run and printed
  * but not counted: the first gigabytes a run moves pay for memory the VM's host has not backed
  * yet, and whichever server goes first would pay for it.
- * Env: BENCH_SIZE_MB (default 1024), BENCH_REPS (4), BENCH_NFS_FILES (10000), BENCH_NFS_QD (16),
+ * Env: BENCH_SIZE_MB (default 1024), BENCH_REPS (4), BENCH_NFS_WARM_READS (3), BENCH_NFS_FILES (10000), BENCH_NFS_QD (16),
  * BENCH_NFS_ENC=0 (skip the encrypted rows), BENCH_NFS_FSYNC=0 (store with fsync:false),
  * BENCH_NFS_PROFILE=1 (after the measured runs: one more write, cold read, warm read and metadata
  * run of ours under the main thread's CPU profiler, not counted in the figures; .cpuprofile files
@@ -308,6 +314,25 @@ interface Series {
 }
 const series = (): Series => ({ mibps: [], cpuPerGiB: [] });
 
+/** One timed nfs-cp: MiB/s, server CPU s/GiB, segments our store loaded, client CPU s/GiB. */
+interface Sample {
+  rate: number;
+  cpu: number;
+  loads: number;
+  clientCpu?: number;
+}
+
+/** Several samples of one server as one: the median of each figure, and every segment load. */
+function medianSample(xs: Sample[]): Sample {
+  const clients = xs.map((x) => x.clientCpu).filter((c): c is number => c !== undefined);
+  return {
+    rate: median(xs.map((x) => x.rate)),
+    cpu: median(xs.map((x) => x.cpu)),
+    loads: xs.reduce((n, x) => n + x.loads, 0),
+    clientCpu: clients.length === xs.length ? median(clients) : undefined,
+  };
+}
+
 async function inner(): Promise<void> {
   const ns = process.env[INNER_ENV]!;
   const scratch = process.env[SCRATCH_ENV]!;
@@ -321,6 +346,7 @@ async function inner(): Promise<void> {
   const withEnc = envInt('BENCH_NFS_ENC', 1) !== 0;
   const fsync = envInt('BENCH_NFS_FSYNC', 1) !== 0;
   const profile = envInt('BENCH_NFS_PROFILE', 0) !== 0;
+  const warmReads = Math.max(1, envInt('BENCH_NFS_WARM_READS', 3));
 
   const exportDir = path.join(scratch, 'ganesha-export');
   const storeDir = path.join(scratch, 'store');
@@ -399,7 +425,7 @@ async function inner(): Promise<void> {
   // taken back), not as server time.
   const timeTool = fs.existsSync(TIME_TOOL) ? TIME_TOOL : undefined;
   const timeOut = path.join(process.env[SHM_ENV] ?? scratch, 'nfs-cp.time');
-  const copyTimed = async (n: ServerName, args: string[]): Promise<{ rate: number; cpu: number; loads: number; clientCpu?: number }> => {
+  const copyTimed = async (n: ServerName, args: string[]): Promise<Sample> => {
     const c0 = serverCpu(n);
     const l0 = segmentLoads;
     // Started by the client process, not forked from this one (see bench/nfs/meta-client.ts).
@@ -413,9 +439,12 @@ async function inner(): Promise<void> {
     return { rate: mib / secs, cpu: (serverCpu(n) - c0) / gib, loads: segmentLoads - l0, clientCpu };
   };
 
-  const write = async (n: ServerName): Promise<{ rate: number; cpu: number; loads: number; clientCpu?: number }> => {
+  const write = async (n: ServerName): Promise<Sample> => {
     const t = targets[n];
     await client.run({ op: 'remove', name: FILE, ...endpoint(t) });
+    // Ganesha frees the old copy's blocks inside REMOVE; our store deletes its segment files
+    // just after (capsule/reclaim.ts). Finish that first: the write is timed, not the delete.
+    if (n !== 'ganesha') ours.store!.reclaim();
     await sync();
     return copyTimed(n, [src, url(t, FILE)]);
   };
@@ -425,7 +454,7 @@ async function inner(): Promise<void> {
    * cold read too: otherwise ganesha's read after ours ran beside the gigabyte our cache still
    * held from our warm read, and the two cold reads did not start from the same machine state.
    */
-  const read = async (n: ServerName, cold: boolean, blocks: UniqueBlocks): Promise<{ rate: number; cpu: number; loads: number; clientCpu?: number }> => {
+  const read = async (n: ServerName, cold: boolean, blocks: UniqueBlocks): Promise<Sample> => {
     const t = targets[n];
     rmrf(copy);
     if (cold) {
@@ -464,14 +493,24 @@ async function inner(): Promise<void> {
     const keep = (s: Series, x: { rate: number; cpu: number }) => (counted ? record(s, x) : x.rate);
     const detail: string[] = [];
     for (const n of order) w[n] = keep(m.write[n], await write(n));
+    const colds: Partial<Record<ServerName, Sample>> = {};
+    for (const n of order) colds[n] = await read(n, true, blocks);
+    // Each cold read evicted the servers before it (our store reopened, the page cache
+    // dropped): read them once more, untimed, so that every warm read below is warm.
+    for (const n of order.slice(0, -1)) await read(n, false, blocks);
+    // Warm reads in turns, the order flipped every round (A B, B A, A B, ...): a warm read is
+    // about one second and swings by a third from one read to the next on this VM, so one
+    // sample per server would leave the repetition's ratio to chance.
+    const warms = Object.fromEntries(order.map((n) => [n, [] as Sample[]])) as Record<ServerName, Sample[]>;
+    for (let k = 0; k < warmReads; k++) for (const n of k % 2 === 0 ? order : [...order].reverse()) warms[n].push(await read(n, false, blocks));
     for (const n of order) {
-      const cold = await read(n, true, blocks);
-      const warm = await read(n, false, blocks);
+      const cold = colds[n]!;
+      const warm = medianSample(warms[n]);
       rc[n] = keep(m.readCold[n], cold);
       rw[n] = keep(m.readWarm[n], warm);
       const loads = n === 'ganesha' ? '' : `, segments loaded ${cold.loads} / ${warm.loads}`;
       const client = cold.clientCpu === undefined ? '' : ` (client ${round(cold.clientCpu)} / ${round(warm.clientCpu ?? NaN)})`;
-      detail.push(`${n} read CPU cold / warm ${round(cold.cpu)} / ${round(warm.cpu)} s/GiB${client}${loads}`);
+      detail.push(`${n} read CPU cold / warm ${round(cold.cpu)} / ${round(warm.cpu)} s/GiB${client}${loads}, warm MiB/s ${warms[n].map((x) => Math.round(x.rate)).join(' ')}`);
     }
     const f = (x: number | undefined) => (x === undefined ? '-' : String(Math.round(x)));
     const reads = `write ours ${f(w.ours)} / ganesha ${f(w.ganesha)}${withEnc ? ` / enc ${f(w['ours-enc'])}` : ''} MiB/s`
