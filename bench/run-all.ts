@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DIST_BENCH, OUT_DIR, envInt, meta, round, sizeMiB, table, writeResult } from './common.js';
 
-const ALL = ['put-get', 'rss', 'random-read', 'fuse', 'operator-scale', 'csi', 'nvme', 'nfs'] as const;
+const ALL = ['put-get', 'rss', 'random-read', 'delete-stall', 'fuse', 'operator-scale', 'csi', 'nvme', 'nfs'] as const;
 type Name = (typeof ALL)[number];
 
 function runOne(name: Name): Promise<{ code: number | null; secs: number }> {
@@ -116,6 +116,8 @@ function summarize(name: Name, r: Record<string, unknown>): Row[] {
         ['nvme', `4 KiB random read QD${s.randQd}`, `${s.randIops} IOPS, p50 ${s.randP50Us} us, p99 ${s.randP99Us} us (raw TCP ${s.randTcpIops})`, `${v(s.randMeetsTarget)} (>= 40k)`],
         ['nvme', 'guest dd write / read: Space vs guest nvmet', s.guestSkipped ? `skipped: ${s.guestSkipped}` : `${s.guestOurWriteMiBps} / ${s.guestOurReadMiBps} vs ${s.guestNvmetWriteMiBps} / ${s.guestNvmetReadMiBps} MiB/s`, 'info'],
       ];
+    case 'delete-stall':
+      return [['delete-stall', `delete of ${s.sizeMiB} MiB: longest event-loop delay`, `${s.backgroundMaxDelayMs} ms (one batch of 256 unlinked on the loop: ${s.baselinePerBatchMs} ms)`, 'info']];
     case 'nfs':
       if (s.skipped) return [['nfs', 'NFSv3 vs nfs-ganesha', `skipped: ${s.skipped}`, 'info']];
       return [

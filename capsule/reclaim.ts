@@ -23,6 +23,15 @@
  *   well. If the file is gone by the time the writer pins it, the writer writes it again
  *   (Store.storeSegment). An encode that writes the file itself pins it before any reclaim can
  *   run, and the segment it wrote is no longer noted: the note went with the old file.
+ *
+ * The rows go in one synchronous step; the files of a batch run in the background go after
+ * them, unlinked by the thread pool (`removeFileLater`). Unlinking a 1 MiB file here takes about
+ * a third of a millisecond (the kernel frees its pages and blocks), so a batch of 256 unlinked
+ * on the event loop held every view it serves for ~85 ms: a large delete stalled reads and
+ * writes of everything else. Between its row going and its file going, a segment is "being
+ * unlinked", and a writer that stores the same content again waits for that to finish and then
+ * writes the file afresh (Store.storeSegment). One background batch is in flight at a time.
+ * `runAll()` (an explicit `reclaim()`, closing) unlinks synchronously, as `gc` does.
  */
 import type Database from 'better-sqlite3';
 
@@ -38,8 +47,14 @@ const BATCH = 256;
 export interface ReclaimHost {
   /** Pinned by an uncommitted write, or being loaded by a reader. */
   busy(id: string): boolean;
-  /** Delete the segment's file (and any cached plaintext); returns the bytes freed. */
+  /** Delete the segment's file now (and any cached plaintext); returns the bytes freed. */
   removeFile(id: string): number;
+  /**
+   * The same, off the event loop; resolves with the bytes freed. Before it returns, the host
+   * records the segment as being unlinked (a writer of the same content waits for that): the
+   * batch calls it for every victim in the tick that dropped their rows.
+   */
+  removeFileLater(id: string): Promise<number>;
 }
 
 export interface ReclaimReport {
@@ -75,6 +90,10 @@ export class SegmentReclaimer {
 
   /** After a metadata change: look at the noted segments soon (once per event-loop turn). */
   schedule(): void {
+    if (this.unlinking) {
+      this.again = true; // after the batch in flight
+      return;
+    }
     if (this.scheduled || this.running) return;
     this.scheduled = true;
     setImmediate(() => {
@@ -84,6 +103,10 @@ export class SegmentReclaimer {
   }
 
   private retrying = false;
+  /** The background batch whose files are being unlinked, if any. */
+  private unlinking: Promise<void> | undefined;
+  /** Noted while a batch was in flight: look again when it is done. */
+  private again = false;
 
   private retryLater(): void {
     if (this.retrying) return;
@@ -94,34 +117,61 @@ export class SegmentReclaimer {
     }, RETRY_MS).unref();
   }
 
-  /**
-   * Delete the noted segments nothing references. Synchronous from the row deletes to the
-   * unlinks, like `gc`: no put can see a row gone while its file is still there.
-   */
-  run(): ReclaimReport {
-    return this.runBatch().report;
+  /** One background batch: its rows now, its files off the event loop. */
+  run(): void {
+    const batch = this.takeBatch();
+    if (!batch) return;
+    if (batch.settled === 0) {
+      this.retryLater(); // all busy
+      return;
+    }
+    if (batch.victims.length === 0) {
+      if (batch.full) this.schedule();
+      return;
+    }
+    const removals = batch.victims.map((id) => this.host.removeFileLater(id).catch(() => 0));
+    this.unlinking = Promise.all(removals).then(
+      (freed) => this.onReclaimed({ segmentsRemoved: batch.victims.length, bytesFreed: freed.reduce((a, b) => a + b, 0) }),
+    ).finally(() => {
+      this.unlinking = undefined;
+      if (batch.full || this.again) {
+        this.again = false;
+        this.schedule();
+      }
+    });
   }
 
-  /** Every batch, until nothing noted can be settled now (store.reclaim(), close()). */
+  /** Resolves once no background batch is unlinking files (closing waits for it). */
+  async idle(): Promise<void> {
+    while (this.unlinking) await this.unlinking.catch(() => {});
+  }
+
+  /** Every batch, until nothing noted can be settled now (store.reclaim(), close()); unlinks here. */
   runAll(): ReclaimReport {
     const total = { segmentsRemoved: 0, bytesFreed: 0 };
     for (;;) {
-      const { report, settled } = this.runBatch();
-      total.segmentsRemoved += report.segmentsRemoved;
-      total.bytesFreed += report.bytesFreed;
-      if (settled === 0) return total;
+      const batch = this.takeBatch();
+      if (!batch || batch.settled === 0) break;
+      let bytesFreed = 0;
+      for (const id of batch.victims) bytesFreed += this.host.removeFile(id);
+      if (batch.victims.length) this.onReclaimed({ segmentsRemoved: batch.victims.length, bytesFreed });
+      total.segmentsRemoved += batch.victims.length;
+      total.bytesFreed += bytesFreed;
     }
+    return total;
   }
 
-  /** One batch; `settled`: noted segments dealt with (deleted, or found still referenced). */
-  private runBatch(): { report: ReclaimReport; settled: number } {
-    const none = { report: { segmentsRemoved: 0, bytesFreed: 0 }, settled: 0 };
-    if (this.running || !this.db.open || !this.anyNoted.get()) return none;
+  /**
+   * Drop the rows of up to BATCH noted segments that nothing references or uses, in one
+   * transaction; returns their ids (to unlink), how many notes were settled (deleted, or found
+   * still referenced) and whether the batch was full (more may be noted). Undefined: nothing noted.
+   */
+  private takeBatch(): { victims: string[]; settled: number; full: boolean } | undefined {
+    if (this.running || !this.db.open || !this.anyNoted.get()) return undefined;
     this.running = true;
-    let more = false;
     try {
       const ids = this.noted.all() as string[];
-      if (!ids.length) return none;
+      if (!ids.length) return undefined;
       const victims: string[] = [];
       let settled = 0;
       this.db.transaction(() => {
@@ -134,17 +184,9 @@ export class SegmentReclaimer {
           victims.push(id);
         }
       })();
-      let bytesFreed = 0;
-      for (const id of victims) bytesFreed += this.host.removeFile(id);
-      const r = { segmentsRemoved: victims.length, bytesFreed };
-      if (victims.length) this.onReclaimed(r);
-      // A full batch: more may be noted (next turn). Nothing settled: all busy (retry later).
-      if (settled === 0) this.retryLater();
-      else more = ids.length === BATCH;
-      return { report: r, settled };
+      return { victims, settled, full: ids.length === BATCH };
     } finally {
       this.running = false;
-      if (more) this.schedule();
     }
   }
 }

@@ -10,6 +10,9 @@ import crypto from 'node:crypto';
 import { fromFsError } from './errors.js';
 import type { SegmentSink } from './codec-pool.js';
 
+/** Background unlinks in flight at once (see remove()). */
+const REMOVE_LANES = 2;
+
 export class SegmentFiles {
   readonly root: string;
   readonly tmp: string;
@@ -82,7 +85,37 @@ export class SegmentFiles {
     return fs.existsSync(this.pathOf(id));
   }
 
-  /** Synchronous on purpose: GC unlinks in the same tick it drops the rows (no race with puts). */
+  /**
+   * Off the event loop: queued, and unlinked by the thread pool REMOVE_LANES at a time (a large
+   * delete does not take every thread-pool thread); the bytes freed, 0 when the file was not there.
+   */
+  remove(id: string): Promise<number> {
+    return new Promise<number>((resolve) => {
+      this.removals.push({ id, resolve });
+      this.pumpRemovals();
+    });
+  }
+
+  private readonly removals: { id: string; resolve: (bytes: number) => void }[] = [];
+  private removing = 0;
+
+  private pumpRemovals(): void {
+    while (this.removing < REMOVE_LANES && this.removals.length) {
+      const { id, resolve } = this.removals.shift()!;
+      this.removing++;
+      const p = this.pathOf(id);
+      fsp.stat(p)
+        .then(({ size }) => fsp.unlink(p).then(() => size))
+        .catch(() => 0)
+        .then((bytes) => {
+          this.removing--;
+          resolve(bytes);
+          this.pumpRemovals();
+        });
+    }
+  }
+
+  /** Synchronous: GC unlinks in the same tick it drops the rows (no race with puts). */
   removeSync(id: string): number {
     try {
       const p = this.pathOf(id);
