@@ -3,10 +3,11 @@
  * NVMe/TCP, gRPC) waits while it is held.
  *
  * A file of BENCH_SIZE_MB MiB (default 1024; 1 MiB segments, unencrypted) is put, then removed.
- *   background  the store frees its segments by itself (capsule/reclaim.ts): rows in batches of
- *               256 on the event loop, files unlinked by the thread pool. Measured: the longest
- *               event-loop delay (perf_hooks.monitorEventLoopDelay, 1 ms resolution) from the
- *               unlink until the last segment file is gone, and that time.
+ *   background  the store frees its segments by itself (capsule/reclaim.ts): rows dropped and
+ *               files renamed out of segments/ in batches of 256 on the event loop, the files
+ *               deleted by the thread pool. Measured: the longest event-loop delay
+ *               (perf_hooks.monitorEventLoopDelay, 1 ms resolution) from the unlink until the
+ *               last segment file is deleted, and that time.
  *   baseline    the same delete, its segments freed by `store.reclaim()`, which unlinks on the
  *               event loop (as every batch did before the background unlinks): the time one
  *               batch of 256 held the loop = the call's duration / batches.
@@ -24,9 +25,10 @@ import { UniqueBlocks, envInt, exitWhenDone, median, meta, now, rmrf, round, scr
 const NAME = 'delete-stall';
 const BATCH = 256; // reclaim.ts
 
+/** Segment files still taking space: in segments/, or taken out into tmp/ and not yet deleted. */
 function segmentFileCount(dir: string): number {
   const root = path.join(dir, 'segments');
-  let n = 0;
+  let n = fs.readdirSync(path.join(dir, 'tmp')).length;
   for (const sub of fs.readdirSync(root)) n += fs.readdirSync(path.join(root, sub)).length;
   return n;
 }

@@ -24,14 +24,15 @@
  *   (Store.storeSegment). An encode that writes the file itself pins it before any reclaim can
  *   run, and the segment it wrote is no longer noted: the note went with the old file.
  *
- * The rows go in one synchronous step; the files of a batch run in the background go after
- * them, unlinked by the thread pool (`removeFileLater`). Unlinking a 1 MiB file here takes about
- * a third of a millisecond (the kernel frees its pages and blocks), so a batch of 256 unlinked
- * on the event loop held every view it serves for ~85 ms: a large delete stalled reads and
- * writes of everything else. Between its row going and its file going, a segment is "being
- * unlinked", and a writer that stores the same content again waits for that to finish and then
- * writes the file afresh (Store.storeSegment). One background batch is in flight at a time.
- * `runAll()` (an explicit `reclaim()`, closing) unlinks synchronously, as `gc` does.
+ * A batch run in the background drops its rows and takes its files out of the store (renamed
+ * into tmp/, `removeFileLater`) in one synchronous step, as before; only deleting them, which
+ * frees their blocks and pages, is left to the thread pool. Unlinking a 1 MiB file here takes
+ * about a third of a millisecond, so a batch of 256 unlinked on the event loop held every view
+ * it serves for ~70-85 ms: a large delete stalled the reads and writes of everything else. The
+ * renames take ~5 ms per batch, and a segment's name is gone in the same tick as its row, so a
+ * writer of the same content writes a new file that the background delete never touches. One
+ * background batch is in flight at a time; `runAll()` (an explicit `reclaim()`, closing) unlinks
+ * synchronously, as `gc` does, and closing waits for the batch in flight.
  */
 import type Database from 'better-sqlite3';
 
@@ -50,9 +51,8 @@ export interface ReclaimHost {
   /** Delete the segment's file now (and any cached plaintext); returns the bytes freed. */
   removeFile(id: string): number;
   /**
-   * The same, off the event loop; resolves with the bytes freed. Before it returns, the host
-   * records the segment as being unlinked (a writer of the same content waits for that): the
-   * batch calls it for every victim in the tick that dropped their rows.
+   * Take the file out of the store now (the batch calls this for every victim in the tick that
+   * dropped their rows) and delete it off the event loop; resolves with the bytes freed.
    */
   removeFileLater(id: string): Promise<number>;
 }

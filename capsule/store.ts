@@ -164,8 +164,6 @@ export class Store implements CapsuleApi {
   private readonly maxDirty: number;
   private readonly codec: CodecPool;
   private readonly reclaimer: SegmentReclaimer | undefined;
-  /** Segments whose rows reclamation dropped and whose files the thread pool is unlinking. */
-  private readonly unlinking = new Map<string, Promise<void>>();
   /** Segment loads in flight, so concurrent readers of one segment decode it once. */
   private readonly loading = new Map<string, Promise<Buffer>>();
   private readonly statements = new Map<string, Database.Statement>();
@@ -218,13 +216,8 @@ export class Store implements CapsuleApi {
         },
         removeFileLater: (id) => {
           this.cache.delete(id);
-          const removed = this.files.remove(id);
-          const done = removed.then(() => {}, () => {});
-          this.unlinking.set(id, done);
-          void done.then(() => {
-            if (this.unlinking.get(id) === done) this.unlinking.delete(id);
-          });
-          return removed;
+          const detached = this.files.detachSync(id);
+          return detached ? this.files.removeDetached(detached) : Promise.resolve(0);
         },
       }, (r) => this.log.info('store.reclaimed', { ...r }));
     }
@@ -255,9 +248,8 @@ export class Store implements CapsuleApi {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.flushAll();
-    await this.reclaimer?.idle();
     this.reclaimer?.runAll(); // what the last writes freed, before the notes go with the connection
-    await Promise.all(this.unlinking.values());
+    await this.reclaimer?.idle(); // and the files a background batch is still deleting
     this.closed = true;
     this.cache.clear(); // pooled memory goes back for the next store of this process
     this.db.close();
@@ -728,10 +720,6 @@ export class Store implements CapsuleApi {
     const { id, clen } = r;
     this.pin(id);
     if (known.has(id)) return { id, plen, clen };
-    // Freed a moment ago and its file still being unlinked (reclaim.ts): let that finish, then
-    // the check below finds the file gone and writes it again. Pinned, it is not freed anew.
-    const unlinking = this.unlinking.get(id);
-    if (unlinking) await unlinking;
     // Pinned now, so GC will not take it; but an unreferenced older copy could have been
     // collected between the worker's look and the pin: make sure the file is there.
     if (!this.files.exists(id)) {
@@ -1719,9 +1707,6 @@ export class Store implements CapsuleApi {
    */
   reclaim(): ReclaimReport {
     this.live();
-    // Files a background batch is still unlinking go now too (their rows went with that batch,
-    // which counts them): after reclaim(), nothing noted and unused is left on disk.
-    for (const id of this.unlinking.keys()) this.files.removeSync(id);
     return this.reclaimer?.runAll() ?? { segmentsRemoved: 0, bytesFreed: 0 };
   }
 

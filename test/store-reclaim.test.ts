@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { Store } from '../capsule/store.js';
 import type { SegmentFiles } from '../capsule/segment-files.js';
 import { validatePolicy } from '../capsule/policy.js';
@@ -155,86 +157,81 @@ describe('capsule store: prompt reclamation of unreferenced segments', function 
   });
 
   /**
-   * Hold the store's background unlinks until `open()` (the files of a reclaimed batch stay on
-   * disk meanwhile, with their rows already gone): the window in which a writer of the same
-   * content finds the old file still there.
+   * Hold the store's background deletes until `open()`: the files of a reclaimed batch wait in
+   * tmp/ (renamed out of segments/ with their rows), their space not yet freed.
    */
-  function gateUnlinks(s: Store): { open: () => void; started: () => number } {
+  function gateDeletes(s: Store): { open: () => void; started: () => number } {
     const files = (s as unknown as { files: SegmentFiles }).files;
-    const remove = files.remove.bind(files);
+    const removeDetached = files.removeDetached.bind(files);
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     let started = 0;
     gates.push(release);
-    files.remove = async (id: string) => {
+    files.removeDetached = async (file: string) => {
       started++;
       await gate;
-      return remove(id);
+      return removeDetached(file);
     };
     return { open: release, started: () => started };
   }
 
+  const tmpFiles = () => fs.readdirSync(path.join(dir, 'tmp')).length;
   const turns = async (n: number) => {
     for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
   };
 
-  it('unlinks a background batch\'s files off the event loop, after its rows', async () => {
+  it('a background batch takes the files out with the rows and deletes them off the event loop', async () => {
     await store.create({ id: 'u', policy });
     await store.put('u', 'f', chunks(prand(8 * SEG, 21)));
-    const gate = gateUnlinks(store);
+    const gate = gateDeletes(store);
     await store.unlink('u', 'f');
-    await turns(3); // the batch ran: rows gone, unlinks queued
-    assert.equal(gate.started(), 8, 'every victim queued in the batch\'s tick');
-    assert.equal((await store.storeStat()).segments, 0, 'rows gone at once');
-    assert.equal(segmentFiles(dir).length, 8, 'files still there while the unlinks wait');
+    await turns(3); // the batch ran
+    assert.equal(gate.started(), 8, 'every victim handed over in the batch\'s tick');
+    assert.equal((await store.storeStat()).segments, 0, 'rows gone');
+    assert.equal(segmentFiles(dir).length, 0, 'names gone with the rows');
+    assert.equal(tmpFiles(), 8, 'the files wait in tmp/ for the thread pool');
     gate.open();
-    await eventually(() => segmentFiles(dir).length === 0, 'files gone once the unlinks ran');
+    await eventually(() => tmpFiles() === 0, 'deleted once the gate opens');
     assert.deepEqual((await store.fsck()).problems, []);
   });
 
-  it('a writer of content whose old file is still being unlinked waits, then writes it again', async () => {
+  it('a writer of content freed a moment ago writes a new file that the pending delete leaves alone', async () => {
     await store.create({ id: 'w', policy });
     const data = prand(6 * SEG, 22);
     await store.put('w', 'f', chunks(data));
-    const gate = gateUnlinks(store);
+    const gate = gateDeletes(store);
     await store.unlink('w', 'f');
     await turns(3);
     assert.equal(gate.started(), 6);
-    // Same content again: the encode finds all six files on disk (dedup) while they are doomed.
-    let done = false;
-    const put = store.put('w', 'g', chunks(data)).then(() => (done = true));
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(done, false, 'the put waits for the unlinks of its segments');
+    await store.put('w', 'g', chunks(data)); // same content: its six segments again
+    assert.equal(segmentFiles(dir).length, 6, 'written afresh under the freed names');
     gate.open();
-    await put;
-    assert.equal(segmentFiles(dir).length, 6, 'written again after the unlinks');
+    await eventually(() => tmpFiles() === 0, 'the old files deleted');
+    assert.equal(segmentFiles(dir).length, 6, 'the new files survive the old ones\' delete');
     await store.close();
     store = Store.open(dir); // nothing cached: every segment comes from its file
     assert.deepEqual(await store.read('w', 'g', 0, data.length), data);
     assert.deepEqual((await store.fsck()).problems, []);
   });
 
-  it('reclaim() and close() finish the unlinks a background batch left in flight', async () => {
+  it('close() waits for the deletes of a batch in flight; files a killed process left in tmp/ go at the next open', async () => {
     await store.create({ id: 'c', policy });
     await store.put('c', 'a', chunks(prand(4 * SEG, 23)));
-    await store.put('c', 'b', chunks(prand(4 * SEG, 24)));
-    const gate = gateUnlinks(store);
+    const gate = gateDeletes(store);
     await store.unlink('c', 'a');
     await turns(3);
-    assert.equal(segmentFiles(dir).length, 8);
-    store.reclaim();
-    assert.equal(segmentFiles(dir).length, 4, 'reclaim() unlinked the waiting files itself');
-    await store.unlink('c', 'b');
-    await turns(3);
-    assert.equal(segmentFiles(dir).length, 4, 'the next batch waits for the one in flight');
+    assert.equal(tmpFiles(), 4);
     let closed = false;
     const closing = store.close().then(() => (closed = true));
     await new Promise((r) => setTimeout(r, 50));
     assert.equal(closed, false, 'close() waits for the batch in flight');
     gate.open();
     await closing;
-    assert.equal(segmentFiles(dir).length, 0);
+    assert.equal(tmpFiles(), 0);
+    // A process killed before its background deletes leaves the files in tmp/: the next open removes them.
+    fs.writeFileSync(path.join(dir, 'tmp', `${'0'.repeat(64)}.freed-1-1`), Buffer.alloc(SEG));
     store = Store.open(dir);
+    assert.equal(tmpFiles(), 0);
     assert.deepEqual((await store.fsck()).problems, []);
   });
 
