@@ -444,7 +444,7 @@ async function inner(): Promise<void> {
     await client.run({ op: 'remove', name: FILE, ...endpoint(t) });
     // Ganesha frees the old copy's blocks inside REMOVE; our store deletes its segment files
     // just after (capsule/reclaim.ts). Finish that first: the write is timed, not the delete.
-    if (n !== 'ganesha') ours.store!.reclaim();
+    if (n !== 'ganesha') await ours.store!.reclaimSettled();
     await sync();
     return copyTimed(n, [src, url(t, FILE)]);
   };

@@ -1710,6 +1710,13 @@ export class Store implements CapsuleApi {
     return this.reclaimer?.runAll() ?? { segmentsRemoved: 0, bytesFreed: 0 };
   }
 
+  /** reclaim(), then wait until the files a background batch took out are deleted too. */
+  async reclaimSettled(): Promise<ReclaimReport> {
+    const r = this.reclaim();
+    await this.reclaimer?.idle();
+    return r;
+  }
+
   /** Check every stored segment and every reference; problems name capsule, file and offset. */
   async fsck(): Promise<FsckReport> {
     this.live();

@@ -190,8 +190,13 @@ describe('capsule store: prompt reclamation of unreferenced segments', function 
     assert.equal((await store.storeStat()).segments, 0, 'rows gone');
     assert.equal(segmentFiles(dir).length, 0, 'names gone with the rows');
     assert.equal(tmpFiles(), 8, 'the files wait in tmp/ for the thread pool');
+    let settled = false;
+    const settling = store.reclaimSettled().then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(settled, false, 'reclaimSettled() waits for the deletes in flight');
     gate.open();
-    await eventually(() => tmpFiles() === 0, 'deleted once the gate opens');
+    await settling;
+    assert.equal(tmpFiles(), 0, 'deleted once the gate opens');
     assert.deepEqual((await store.fsck()).problems, []);
   });
 
