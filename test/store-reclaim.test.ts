@@ -175,6 +175,16 @@ describe('capsule store: prompt reclamation of unreferenced segments', function 
     return { open: release, started: () => started };
   }
 
+  /** `pending` does not settle while the gate is shut, and does once it opens. */
+  async function waitsForGate(gate: { open: () => void }, pending: Promise<unknown>, what: string): Promise<void> {
+    let done = false;
+    const watched = pending.then(() => (done = true));
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(done, false, what);
+    gate.open();
+    await watched;
+  }
+
   const tmpFiles = () => fs.readdirSync(path.join(dir, 'tmp')).length;
   const turns = async (n: number) => {
     for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
@@ -190,12 +200,7 @@ describe('capsule store: prompt reclamation of unreferenced segments', function 
     assert.equal((await store.storeStat()).segments, 0, 'rows gone');
     assert.equal(segmentFiles(dir).length, 0, 'names gone with the rows');
     assert.equal(tmpFiles(), 8, 'the files wait in tmp/ for the thread pool');
-    let settled = false;
-    const settling = store.reclaimSettled().then(() => (settled = true));
-    await new Promise((r) => setTimeout(r, 20));
-    assert.equal(settled, false, 'reclaimSettled() waits for the deletes in flight');
-    gate.open();
-    await settling;
+    await waitsForGate(gate, store.reclaimSettled(), 'reclaimSettled() waits for the deletes in flight');
     assert.equal(tmpFiles(), 0, 'deleted once the gate opens');
     assert.deepEqual((await store.fsck()).problems, []);
   });
@@ -226,12 +231,7 @@ describe('capsule store: prompt reclamation of unreferenced segments', function 
     await store.unlink('c', 'a');
     await turns(3);
     assert.equal(tmpFiles(), 4);
-    let closed = false;
-    const closing = store.close().then(() => (closed = true));
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(closed, false, 'close() waits for the batch in flight');
-    gate.open();
-    await closing;
+    await waitsForGate(gate, store.close(), 'close() waits for the batch in flight');
     assert.equal(tmpFiles(), 0);
     // A process killed before its background deletes leaves the files in tmp/: the next open removes them.
     fs.writeFileSync(path.join(dir, 'tmp', `${'0'.repeat(64)}.freed-1-1`), Buffer.alloc(SEG));
