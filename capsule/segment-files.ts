@@ -10,7 +10,7 @@ import crypto from 'node:crypto';
 import { fromFsError } from './errors.js';
 import type { SegmentSink } from './codec-pool.js';
 
-/** Background unlinks in flight at once (see remove()). */
+/** Background deletes in flight at once (see removeDetached()). */
 const REMOVE_LANES = 2;
 
 export class SegmentFiles {

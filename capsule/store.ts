@@ -216,7 +216,14 @@ export class Store implements CapsuleApi {
         },
         removeFileLater: (id) => {
           this.cache.delete(id);
-          const detached = this.files.detachSync(id);
+          let detached: string | null;
+          try {
+            detached = this.files.detachSync(id);
+          } catch (e) {
+            // The row is gone: the file is an orphan now, which the next open's recovery removes.
+            this.log.warn('store.reclaim.detach_failed', { segment: id, err: e });
+            return Promise.resolve(0);
+          }
           return detached ? this.files.removeDetached(detached) : Promise.resolve(0);
         },
       }, (r) => this.log.info('store.reclaimed', { ...r }));

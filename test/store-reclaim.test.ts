@@ -240,6 +240,26 @@ describe('capsule store: prompt reclamation of unreferenced segments', function 
     assert.deepEqual((await store.fsck()).problems, []);
   });
 
+  it('a file that cannot be taken out is left to recovery, and the store goes on', async () => {
+    await store.create({ id: 'e', policy });
+    await store.put('e', 'f', chunks(prand(3 * SEG, 25)));
+    const files = (store as unknown as { files: SegmentFiles }).files;
+    const detach = files.detachSync.bind(files);
+    files.detachSync = () => {
+      throw Object.assign(new Error('EIO: i/o error, rename'), { code: 'EIO' });
+    };
+    await store.unlink('e', 'f');
+    await turns(3); // the batch ran: no uncaught error
+    files.detachSync = detach;
+    assert.equal((await store.storeStat()).segments, 0, 'rows gone');
+    assert.equal(segmentFiles(dir).length, 3, 'the files stay, orphaned');
+    await store.put('e', 'g', chunks(prand(2 * SEG, 26)));
+    await store.close();
+    store = Store.open(dir); // recovery removes the orphans
+    assert.equal(segmentFiles(dir).length, 2);
+    assert.deepEqual((await store.fsck()).problems, []);
+  });
+
   it('is off with { reclaim: false }: segments wait for gc', async () => {
     await store.close();
     store = Store.open(dir, { reclaim: false });
