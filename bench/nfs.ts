@@ -9,7 +9,7 @@
  *   ours      NfsServer in this process on 12049 / 12048, over a Store in the same scratch
  *             directory (same filesystem as ganesha's export), configured as `spacectl serve`
  *             configures it (fdatasync per segment; segment cache an eighth of the memory
- *             limit, capsule/cache-size.ts), exporting an UNENCRYPTED, UNCOMPRESSED capsule
+ *             limit, capsule/cache-size.ts; V8 heap tuning, gateway/heap-tuning.ts), exporting an UNENCRYPTED, UNCOMPRESSED capsule
  *             (/plain); and, as extra rows, an encrypted (AES-256-GCM) capsule (/enc)
  *
  * Measurements (each BENCH_REPS times, default 4; the servers take turns, and which one goes
@@ -65,6 +65,7 @@ import { serverCacheBytes } from '../capsule/cache-size.js';
 import { sharedCodecPool, type CodecPool } from '../capsule/codec-pool.js';
 import { validatePolicy } from '../capsule/policy.js';
 import { NfsServer } from '../gateway/nfs/server.js';
+import { tuneHeapForServing } from '../gateway/heap-tuning.js';
 import {
   DIST_BENCH, MiB, OUT_DIR, REPO_ROOT, UniqueBlocks, envInt, exitWhenDone, median, meta, now, rmrf, round, runCommand, scratchDir, sizeMiB, sync,
   syncAndDrop, table, writeResult,
@@ -334,6 +335,8 @@ function medianSample(xs: Sample[]): Sample {
 }
 
 async function inner(): Promise<void> {
+  // This process hosts our server: the V8 heap tuning of a serving process (spacectl serve).
+  const heapGrowing = tuneHeapForServing();
   const ns = process.env[INNER_ENV]!;
   const scratch = process.env[SCRATCH_ENV]!;
   process.on('SIGTERM', onSignal);
@@ -384,7 +387,7 @@ async function inner(): Promise<void> {
   for (const t of ['ours', 'ganesha'] as const) fsinfo[t] = (await client.run<{ id: number; ok: true; fsinfo: FsInfo }>({ op: 'fsinfo', ...endpoint(targets[t]) })).fsinfo;
 
   console.log(`nfs: ${mib} MiB file, ${reps} repetitions, metadata ${files} files at ${qd} in flight; netns ${ns}; ${dataNote}`);
-  console.log(`  ours: NfsServer ${HOST}:${O_PORT} (mount ${O_MOUNT_PORT}), capsule "${PLAIN}" UNENCRYPTED, compression none, 1 MiB segments, store fsync ${fsync ? 'on (default: fdatasync per segment)' : 'OFF'}, segment cache ${serverCacheBytes() / (1 << 20)} MiB`
+  console.log(`  ours: NfsServer ${HOST}:${O_PORT} (mount ${O_MOUNT_PORT}), capsule "${PLAIN}" UNENCRYPTED, compression none, 1 MiB segments, store fsync ${fsync ? 'on (default: fdatasync per segment)' : 'OFF'}, segment cache ${serverCacheBytes() / (1 << 20)} MiB, V8 heap growing ${heapGrowing === null ? 'default' : `${heapGrowing}%`}`
     + `${withEnc ? `; extra rows: capsule "${ENC}" encrypted (AES-256-GCM)` : ''}; rtmax/wtmax ${fsinfo.ours!.rtmax}/${fsinfo.ours!.wtmax}`);
   console.log(`  ganesha ${ganeshaVersion}: FSAL_VFS, ${HOST}:${G_PORT} (mount ${G_MOUNT_PORT}), plain directory on the same filesystem; rtmax/wtmax ${fsinfo.ganesha!.rtmax}/${fsinfo.ganesha!.wtmax}`);
   console.log(`  client: nfs-cp (libnfs-utils ${libnfsVersion}) for the big file, bench/nfs/meta-client.js for metadata`);

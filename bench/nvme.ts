@@ -74,6 +74,7 @@ import { SegmentFileWriter } from '../capsule/direct-write.js';
 import { serverCacheBytes } from '../capsule/cache-size.js';
 import { validatePolicy } from '../capsule/policy.js';
 import { NvmeTarget } from '../gateway/nvme/target.js';
+import { tuneHeapForServing } from '../gateway/heap-tuning.js';
 import { Profiler, summarize } from './profile.js';
 import { guestAvailability, runGuest, REPO } from '../test/helpers/guest.js';
 import {
@@ -279,6 +280,7 @@ const gbps = (r: SeqResult) => r.bytes / r.secs / 1e9;
 const stats = (xs: number[]) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
 
 async function main(): Promise<void> {
+  tuneHeapForServing(); // this process hosts the target: tuned as a serving process is (gateway/heap-tuning.ts)
   const sizeMB = sizeMiB();
   const bytes = sizeMB * MiB;
   const reps = Math.max(1, envInt('BENCH_REPS', 3));

@@ -16,6 +16,7 @@ import type { Command } from '../command.js';
 import { clientTls } from '../target.js';
 import { createNodeService } from '../../csi-node/node-service.js';
 import { MounterClient } from '../../csi-node/mounter-client.js';
+import { tuneHeapForServing } from '../../gateway/heap-tuning.js';
 
 export const csi: Command = {
   name: 'csi',
@@ -51,6 +52,7 @@ export const csi: Command = {
     if ([dataDirFlag, gateway, kubeNamespace].filter(Boolean).length > 1) throw invalid('choose one of --data-dir, --gateway, --kube-namespace');
 
     const logger = createLogger({ component: 'csi', base: { node: nodeId, mode } });
+    tuneHeapForServing();
     let backend: VolumeBackend | undefined;
     let gw: Gateway | undefined;
     let client: GatewayClient | undefined;

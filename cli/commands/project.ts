@@ -11,6 +11,7 @@ import path from 'node:path';
 import { readOwner } from '../../capsule/lock.js';
 import { Store } from '../../capsule/store.js';
 import { serverCacheBytes } from '../../capsule/cache-size.js';
+import { tuneHeapForServing } from '../../gateway/heap-tuning.js';
 import { createLogger } from '../../capsule/log.js';
 import { startDetached } from '../detached.js';
 import { SpaceError, invalid } from '../../capsule/errors.js';
@@ -54,6 +55,7 @@ class IdleAwareViews implements ViewManager {
 
 async function mountForeground(dataDir: string, spec: MountSpec): Promise<void> {
   const logger = createLogger({ component: 'mount' });
+  tuneHeapForServing();
   const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }) });
   let stop!: () => void;
   const stopped = new Promise<void>((r) => (stop = r));
@@ -248,6 +250,7 @@ async function serveExport(protocol: 'nvme' | 'nfs', f: Flags): Promise<void> {
     return;
   }
   const logger = createLogger({ component: protocol });
+  tuneHeapForServing();
   const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }), cacheBytes: serverCacheBytes() });
   const backend = protocol === 'nvme' ? new NvmeExports(store, logger, spec.listen) : new NfsExports(store, logger, spec.listen);
   const exports = new GatewayExports([backend]);

@@ -5,6 +5,7 @@ import { runGateway } from '../../gateway/run.js';
 import { DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN } from '../../gateway/server.js';
 import { Store } from '../../capsule/store.js';
 import { serverCacheBytes } from '../../capsule/cache-size.js';
+import { tuneHeapForServing } from '../../gateway/heap-tuning.js';
 import { createLogger } from '../../capsule/log.js';
 import { LocalViewManager } from '../../gateway/fuse/views.js';
 import { GatewayExports } from '../../gateway/exports.js';
@@ -49,6 +50,7 @@ export const serve: Command = {
     for (const file of [cert, key, ca]) if (file && !fs.existsSync(file)) throw invalid(`TLS file ${file} does not exist`);
     f.rejectUnknown();
     const logger = createLogger({ component: 'gateway' });
+    logger.info('gateway.heap', { heapGrowingPercent: tuneHeapForServing() });
     const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }), cacheBytes: serverCacheBytes() });
     const views = new LocalViewManager(store, logger.child({ component: 'fuse' }));
     const exports = new GatewayExports([
