@@ -20,6 +20,7 @@ import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Store } from '../capsule/store.js';
 import { validatePolicy } from '../capsule/policy.js';
+import { segmentFiles } from '../test/helpers/tmp.js';
 import { UniqueBlocks, envInt, exitWhenDone, median, meta, now, rmrf, round, scratchDir, sizeMiB, table, writeResult } from './common.js';
 
 const NAME = 'delete-stall';
@@ -27,10 +28,7 @@ const BATCH = 256; // reclaim.ts
 
 /** Segment files still taking space: in segments/, or taken out into tmp/ and not yet deleted. */
 function segmentFileCount(dir: string): number {
-  const root = path.join(dir, 'segments');
-  let n = fs.readdirSync(path.join(dir, 'tmp')).length;
-  for (const sub of fs.readdirSync(root)) n += fs.readdirSync(path.join(root, sub)).length;
-  return n;
+  return segmentFiles(dir).length + fs.readdirSync(path.join(dir, 'tmp')).length;
 }
 
 async function main(): Promise<void> {

@@ -9,8 +9,9 @@
  *   ours      NfsServer in this process on 12049 / 12048, over a Store in the same scratch
  *             directory (same filesystem as ganesha's export), configured as `spacectl serve`
  *             configures it (fdatasync per segment; segment cache an eighth of the memory
- *             limit, capsule/cache-size.ts; V8 heap tuning, gateway/heap-tuning.ts), exporting an UNENCRYPTED, UNCOMPRESSED capsule
- *             (/plain); and, as extra rows, an encrypted (AES-256-GCM) capsule (/enc)
+ *             limit, capsule/cache-size.ts; V8 heap tuning, gateway/heap-tuning.ts),
+ *             exporting an UNENCRYPTED, UNCOMPRESSED capsule (/plain); and, as extra rows, an
+ *             encrypted (AES-256-GCM) capsule (/enc)
  *
  * Measurements (each BENCH_REPS times, default 4; the servers take turns, and which one goes
  * first alternates per repetition, so drifting noise hits both; a ratio is ours / ganesha within

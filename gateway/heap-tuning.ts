@@ -19,6 +19,7 @@
  */
 import v8 from 'node:v8';
 import { SpaceError } from '../capsule/errors.js';
+import type { Logger } from '../capsule/log.js';
 
 export const DEFAULT_HEAP_GROWING_PERCENT = 1000;
 
@@ -33,9 +34,10 @@ export function heapGrowingPercent(env: NodeJS.ProcessEnv = process.env): number
   return pct === 0 ? null : pct;
 }
 
-/** Apply heapGrowingPercent() to this process's V8 heap; returns what was applied. */
-export function tuneHeapForServing(env: NodeJS.ProcessEnv = process.env): number | null {
+/** Apply heapGrowingPercent() to this process's V8 heap (and log it); returns what was applied. */
+export function tuneHeapForServing(logger?: Logger, env: NodeJS.ProcessEnv = process.env): number | null {
   const pct = heapGrowingPercent(env);
   if (pct !== null) v8.setFlagsFromString(`--heap-growing-percent=${pct}`);
+  logger?.info('process.heap_tuning', { heapGrowingPercent: pct });
   return pct;
 }

@@ -52,7 +52,7 @@ export const csi: Command = {
     if ([dataDirFlag, gateway, kubeNamespace].filter(Boolean).length > 1) throw invalid('choose one of --data-dir, --gateway, --kube-namespace');
 
     const logger = createLogger({ component: 'csi', base: { node: nodeId, mode } });
-    tuneHeapForServing();
+    tuneHeapForServing(logger);
     let backend: VolumeBackend | undefined;
     let gw: Gateway | undefined;
     let client: GatewayClient | undefined;

@@ -55,7 +55,7 @@ class IdleAwareViews implements ViewManager {
 
 async function mountForeground(dataDir: string, spec: MountSpec): Promise<void> {
   const logger = createLogger({ component: 'mount' });
-  tuneHeapForServing();
+  tuneHeapForServing(logger);
   const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }) });
   let stop!: () => void;
   const stopped = new Promise<void>((r) => (stop = r));
@@ -250,7 +250,7 @@ async function serveExport(protocol: 'nvme' | 'nfs', f: Flags): Promise<void> {
     return;
   }
   const logger = createLogger({ component: protocol });
-  tuneHeapForServing();
+  tuneHeapForServing(logger);
   const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }), cacheBytes: serverCacheBytes() });
   const backend = protocol === 'nvme' ? new NvmeExports(store, logger, spec.listen) : new NfsExports(store, logger, spec.listen);
   const exports = new GatewayExports([backend]);

@@ -50,7 +50,7 @@ export const serve: Command = {
     for (const file of [cert, key, ca]) if (file && !fs.existsSync(file)) throw invalid(`TLS file ${file} does not exist`);
     f.rejectUnknown();
     const logger = createLogger({ component: 'gateway' });
-    logger.info('gateway.heap', { heapGrowingPercent: tuneHeapForServing() });
+    tuneHeapForServing(logger);
     const store = Store.open(dataDir, { logger: logger.child({ component: 'store' }), cacheBytes: serverCacheBytes() });
     const views = new LocalViewManager(store, logger.child({ component: 'fuse' }));
     const exports = new GatewayExports([
