@@ -10,8 +10,12 @@ export type NfsStore = Pick<
   CapsuleApi,
   'get' | 'getattr' | 'readdir' | 'read' | 'truncate' | 'mkdir' | 'createFile' | 'unlink' | 'rmdir' | 'rename' | 'setattr'
 > & {
-  /** Write into the store's dirty-segment buffer; durable only after flush. */
-  writeBuffered(ref: string, path: string, offset: number, data: Uint8Array): Promise<number>;
+  /**
+   * Write into the store's dirty-segment buffer; durable only after flush. The view passes
+   * `adopt`: WRITE's data is a view of a request record received for that call alone, which the
+   * store may keep as a buffered segment instead of copying it.
+   */
+  writeBuffered(ref: string, path: string, offset: number, data: Uint8Array, opts?: { adopt?: boolean }): Promise<number>;
   flush(ref: string, path?: string): Promise<void>;
   /**
    * READ's bytes, borrowed: released once the reply carrying them is written, so the store may
