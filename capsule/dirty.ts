@@ -17,6 +17,12 @@ export class DirtyFile {
   readonly unmerged = new WeakMap<Buffer, Coverage>();
   /** segments taken by a flush in progress; still visible to readers until committed */
   flushing = new Map<number, Buffer>();
+  /**
+   * Adopted segments whose memory goes back to their giver once committed (writeBuffered's
+   * `release`). A reader that takes a view of a buffered segment removes it here (expose):
+   * that memory is then left to the garbage collector, since the view may outlive the commit.
+   */
+  readonly releases = new WeakMap<Buffer, () => void>();
   /** A write-behind commit is running for this file. */
   writingBehind = false;
   constructor(readonly capsule: string, readonly ino: number, readonly segSize: number, public size: number, public mtimeMs: number) {}
@@ -27,6 +33,12 @@ export class DirtyFile {
 
   lookup(idx: number): Buffer | undefined {
     return this.segs.get(idx) ?? this.flushing.get(idx);
+  }
+
+  /** A reader holds a view of `seg` that may outlive this file's use of it (see releases). */
+  expose(seg: Buffer): Buffer {
+    this.releases.delete(seg);
+    return seg;
   }
 
   /** Bytes [from, to) of `seg` are its own now (written, or zeroed by a punch). */

@@ -1000,7 +1000,7 @@ export class Store implements CapsuleApi {
       const buffered = d?.lookup(idx);
       const e = byIdx.get(idx);
       if (buffered) {
-        buffers.set(idx, buffered);
+        buffers.set(idx, d!.expose(buffered)); // used after the loads below: keep its memory
         // Partly written over bytes that were never loaded: the read needs those too.
         const segStart = idx * segSize;
         if (e && d!.lacks(buffered, Math.max(offset, segStart) - segStart, Math.min(end, segStart + segSize) - segStart)) {
@@ -1141,7 +1141,7 @@ export class Store implements CapsuleApi {
       if (buffered) {
         const segStart = idx * segSize;
         if (d!.lacks(buffered, Math.max(offset, segStart) - segStart, Math.min(end, segStart + segSize) - segStart)) return undefined;
-        pieces.push({ idx, src: buffered, len: segSize });
+        pieces.push({ idx, src: d!.expose(buffered), len: segSize }); // may go out as a view
         continue;
       }
       let e = memo.extents.get(idx);
@@ -1227,8 +1227,14 @@ export class Store implements CapsuleApi {
    * tenth of their event-loop time and a third of the ArrayBuffer churn whose volume decides
    * how often V8 runs a full collection. Taken only when `data` is most of the memory under
    * it, so an adopted segment does not pin a much larger receive buffer.
+   *
+   * `opts.release` (with adopt): run once the store holds no reference to `data` any more, so
+   * the caller may reuse its memory: right away when the bytes were copied, or once the segment
+   * that adopted `data` whole is committed. Never run when that memory may still be referenced
+   * (a reader took a view of the buffered segment, or `data` was split over several segments):
+   * the memory is then left to the garbage collector.
    */
-  async writeBuffered(ref: string, p: string, offset: number, data: Uint8Array, opts: { adopt?: boolean } = {}): Promise<number> {
+  async writeBuffered(ref: string, p: string, offset: number, data: Uint8Array, opts: { adopt?: boolean; release?: () => void } = {}): Promise<number> {
     const c = this.capsule(ref);
     p = normPath(p);
     checkRange(offset, data.length);
@@ -1236,6 +1242,7 @@ export class Store implements CapsuleApi {
     const segSize = c.policy.segmentSize;
     const src = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const adoptable = opts.adopt === true && data.buffer.byteLength <= data.byteLength + (data.byteLength >> 3);
+    let adopted = false;
     const n = this.lookupFile(c, HEAD, p);
     const key = dirtyKey(c.row.id, n.ino);
     let d = this.dirty.get(key);
@@ -1250,7 +1257,10 @@ export class Store implements CapsuleApi {
       const len = Math.min(segSize - within, src.length - pos);
       if (adoptable && len === segSize) {
         // Replaces any buffered copy whole (its unmerged coverage is keyed by that buffer).
-        d.segs.set(idx, src.subarray(pos, pos + len));
+        const seg = src.subarray(pos, pos + len);
+        d.segs.set(idx, seg);
+        if (opts.release && len === src.length) d.releases.set(seg, opts.release);
+        adopted = true;
         pos += len;
         continue;
       }
@@ -1262,6 +1272,7 @@ export class Store implements CapsuleApi {
     }
     d.size = Math.max(d.size, offset + src.length);
     d.mtimeMs = Date.now();
+    if (!adopted) opts.release?.(); // copied: the caller's memory is free again
     if (this.dirtyBytes() > this.maxDirty) await this.flushFile(c, d);
     else if (d.segs.size >= WRITE_BEHIND_SEGMENTS && !d.writingBehind) this.writeBehind(c, d);
     return src.length;
@@ -1442,6 +1453,14 @@ export class Store implements CapsuleApi {
       } finally {
         d.flushing = new Map();
         for (const s of stored) if (s.seg) this.unpin(s.seg.id);
+      }
+      // Committed: adopted memory no reader has a view of goes back to its giver.
+      for (const buf of taken.values()) {
+        const release = d.releases.get(buf);
+        if (release) {
+          d.releases.delete(buf);
+          release();
+        }
       }
       if (d.segs.size === 0 && d.size === size && this.dirty.get(key) === d) this.dirty.delete(key);
       this.emit('written', c.row, { path: this.pathOfIno(c.row.id, HEAD, d.ino) });

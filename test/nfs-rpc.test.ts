@@ -11,6 +11,7 @@ import { NfsServer } from '../gateway/nfs/server.js';
 import { AcceptStat, AuthFlavor, AuthStat, MsgType, RejectStat, ReplyStat, RpcError, RpcServer, type RpcProcedure } from '../gateway/nfs/rpc.js';
 import { decodeReply, encodeCall, RecordReader, RpcClient, type RpcReply } from '../gateway/nfs/rpc-client.js';
 import { XdrWriter } from '../gateway/nfs/xdr.js';
+import { RecordPool } from '../gateway/nfs/record-pool.js';
 import { NFS_PROGRAM, NFS_V3, Proc3 } from '../gateway/nfs/nfs3.js';
 import { MOUNT_PROGRAM, MOUNT_V3, MountProc } from '../gateway/nfs/mount3.js';
 import { createLogger } from '../capsule/log.js';
@@ -329,6 +330,91 @@ function rng(seed: number) {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+describe('nfs rpc server: reusable record memory', function () {
+  let server: RpcServer;
+  let client: RpcClient;
+  /** What the holding procedure kept of each call: its data (a view of the record) and release. */
+  const held: { data: Buffer; copy: Buffer; release?: () => void }[] = [];
+  const HOLD = 1;
+  const IGNORE = 2;
+
+  before(async () => {
+    server = new RpcServer();
+    const procs = new Map<number, RpcProcedure>([
+      [HOLD, (call, res) => {
+        const data = call.args.opaque();
+        held.push({ data, copy: Buffer.from(data), release: call.recycleRecord?.() });
+        res.uint32(data.length);
+      }],
+      [IGNORE, (call, res) => {
+        const data = call.args.opaque();
+        held.push({ data, copy: Buffer.from(data) });
+        res.uint32(data.length);
+      }],
+    ]);
+    server.register({ prog: PROG, vers: 1, name: 'records', procedures: procs });
+    const l = await server.listen(0, '127.0.0.1');
+    client = await RpcClient.connect((l.address() as net.AddressInfo).port);
+  });
+  after(async () => {
+    client.close();
+    await server.close();
+  });
+
+  const send = async (proc: number, size: number, seed: number) => {
+    const r = await client.call(PROG, 1, proc, new XdrWriter(size + 8).opaque(Buffer.alloc(size, seed)).toBuffer());
+    assert.equal(r.body.uint32(), size);
+    return held[held.length - 1]!;
+  };
+
+  it('reuses a large record only after its holder released it and the reply went out', async () => {
+    const small = await send(HOLD, 1000, 1);
+    assert.equal(small.release, undefined, 'small records are not pooled');
+    const a = await send(HOLD, 200_000, 2);
+    assert.ok(a.release, 'a large record is offered');
+    const b = await send(HOLD, 200_000, 3);
+    assert.notEqual(b.data.buffer, a.data.buffer, 'not released yet: new memory');
+    assert.deepEqual(a.data, a.copy, 'and the held bytes are intact');
+    a.release!();
+    a.release!(); // a second call changes nothing
+    const c = await send(HOLD, 200_000, 4);
+    assert.equal(c.data.buffer, a.data.buffer, 'released: the memory is reused');
+    assert.deepEqual(c.data, c.copy);
+    assert.equal(server.records.keptBytes, 0);
+  });
+
+  it('never reuses a record whose procedure did not ask', async () => {
+    const ignored = await send(IGNORE, 200_000, 5);
+    const later: Buffer[] = [];
+    for (let i = 0; i < 4; i++) {
+      const h = await send(HOLD, 200_000, 6 + i);
+      later.push(h.data);
+      h.release!();
+    }
+    assert.ok(later.every((d) => d.buffer !== ignored.data.buffer));
+    assert.ok(later.slice(1).every((d) => d.buffer === later[0]!.buffer), 'the released one goes round');
+    assert.deepEqual(ignored.data, ignored.copy);
+  });
+});
+
+describe('record pool', function () {
+  it('keeps given memory up to its budget, by exact size, and makes room for the size in use', () => {
+    const pool = new RecordPool(3 * 1000);
+    const a = pool.take(1000);
+    assert.equal(a.length, 1000);
+    pool.give(a.buffer as ArrayBuffer);
+    assert.equal(pool.take(1000).buffer, a.buffer, 'same size: reused');
+    pool.give(a.buffer as ArrayBuffer);
+    assert.notEqual(pool.take(999).buffer, a.buffer, 'another size: new memory');
+    for (let i = 0; i < 4; i++) pool.give(new ArrayBuffer(1000));
+    assert.equal(pool.keptBytes, 3000, 'the budget holds');
+    pool.give(new ArrayBuffer(1500));
+    assert.equal(pool.keptBytes, 1500, 'memory of the old size made room for the new one');
+    assert.equal(pool.take(1500).byteLength, 1500);
+    assert.equal(pool.keptBytes, 0);
+  });
+});
 
 describe('nfs rpc fuzz', function () {
   this.timeout(300_000);

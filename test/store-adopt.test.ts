@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { Store } from '../capsule/store.js';
 import { validatePolicy } from '../capsule/policy.js';
 import { tmpDir, rmrf, prand, chunks } from './helpers/tmp.js';
@@ -75,5 +77,69 @@ describe('capsule store: buffered writes adopt whole-segment pieces', function (
     await store.close();
     store = Store.open(dir, { cacheBytes: 0 });
     assert.deepEqual(await store.read('c', 'f', 0, 2 * SEG), model);
+  });
+});
+
+describe('capsule store: adopted memory goes back through release', function () {
+  let dir: string;
+  let store: Store;
+  beforeEach(async () => {
+    dir = tmpDir();
+    store = Store.open(dir, { cacheBytes: 0 });
+    await store.create({ id: 'c', policy: validatePolicy({ segmentSize: SEG, encryption: false }) });
+    await store.createFile('c', 'f');
+  });
+  afterEach(async () => {
+    await store.close();
+    rmrf(dir);
+  });
+
+  it('runs once the adopting segment is committed, and only then', async () => {
+    let released = 0;
+    const data = prand(SEG, 11);
+    await store.writeBuffered('c', 'f', 0, data, { adopt: true, release: () => released++ });
+    assert.equal(released, 0, 'the store still holds the memory');
+    await store.flush('c', 'f');
+    assert.equal(released, 1);
+    await store.flush('c', 'f');
+    assert.equal(released, 1, 'once');
+    data.fill(0); // the caller's to reuse now
+    assert.deepEqual(await store.read('c', 'f', 0, SEG), prand(SEG, 11));
+  });
+
+  it('runs at once when the bytes were copied', async () => {
+    let released = 0;
+    await store.writeBuffered('c', 'f', 10, prand(100, 12), { adopt: true, release: () => released++ });
+    assert.equal(released, 1);
+    await store.writeBuffered('c', 'f', SEG, prand(SEG, 13), { release: () => released++ });
+    assert.equal(released, 2, 'not adopted: copied');
+  });
+
+  it('never runs when a reader took a view of the segment, or the data spans several segments', async () => {
+    let released = 0;
+    const data = prand(SEG, 14);
+    await store.writeBuffered('c', 'f', 0, data, { adopt: true, release: () => released++ });
+    const seen = await store.read('c', 'f', 0, SEG); // a reader of the buffered segment
+    assert.deepEqual(seen, data);
+    await store.writeBuffered('c', 'f', SEG, prand(2 * SEG, 15), { adopt: true, release: () => released++ });
+    await store.flush('c', 'f');
+    assert.equal(released, 0);
+    assert.deepEqual(await store.read('c', 'f', 0, 3 * SEG), Buffer.concat([data, prand(2 * SEG, 15)]));
+  });
+
+  it('a failed commit keeps the segment buffered and does not run it', async () => {
+    let released = 0;
+    await store.writeBuffered('c', 'f', 0, prand(SEG, 16), { adopt: true, release: () => released++ });
+    // The codec worker writes segment files aside in tmp/ first: a file in its place fails that.
+    const tmp = path.join(dir, 'tmp');
+    fs.renameSync(tmp, `${tmp}.away`);
+    fs.writeFileSync(tmp, '');
+    await assert.rejects(store.flush('c', 'f'), /ENOTDIR|not a directory/);
+    assert.equal(released, 0);
+    fs.rmSync(tmp);
+    fs.renameSync(`${tmp}.away`, tmp);
+    await store.flush('c', 'f');
+    assert.equal(released, 1);
+    assert.deepEqual(await store.read('c', 'f', 0, SEG), prand(SEG, 16));
   });
 });

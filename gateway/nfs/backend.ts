@@ -13,9 +13,10 @@ export type NfsStore = Pick<
   /**
    * Write into the store's dirty-segment buffer; durable only after flush. The view passes
    * `adopt`: WRITE's data is a view of a request record received for that call alone, which the
-   * store may keep as a buffered segment instead of copying it.
+   * store may keep as a buffered segment instead of copying it, and `release` (when the record's
+   * memory is reusable, RpcCall.recycleRecord) tells when the store is done with it.
    */
-  writeBuffered(ref: string, path: string, offset: number, data: Uint8Array, opts?: { adopt?: boolean }): Promise<number>;
+  writeBuffered(ref: string, path: string, offset: number, data: Uint8Array, opts?: { adopt?: boolean; release?: () => void }): Promise<number>;
   flush(ref: string, path?: string): Promise<void>;
   /**
    * READ's bytes, borrowed: released once the reply carrying them is written, so the store may

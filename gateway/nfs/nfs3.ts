@@ -289,7 +289,7 @@ export function nfs3Program(ctx: NfsContext): RpcProgram {
       before = await attrs(t);
       if (before.type === 'dir') throw new NfsError(Nfs3Status.ISDIR, 'WRITE to a directory');
       const id = t.exp.capsuleId;
-      const n = count === 0 ? 0 : await store.writeBuffered(id, t.path, offset, payload.subarray(0, count), { adopt: true });
+      const n = count === 0 ? 0 : await store.writeBuffered(id, t.path, offset, payload.subarray(0, count), { adopt: true, release: call.recycleRecord?.() });
       let committed: number = StableHow.UNSTABLE;
       if (stable !== StableHow.UNSTABLE) {
         await store.flush(id, t.path);

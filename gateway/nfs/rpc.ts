@@ -16,6 +16,7 @@
 import net from 'node:net';
 import { silentLogger, type Logger } from '../../capsule/log.js';
 import { XdrError, XdrReader, XdrWriter } from './xdr.js';
+import { RecordPool } from './record-pool.js';
 
 export const RPC_VERSION = 2;
 
@@ -85,6 +86,14 @@ export interface RpcCall {
    * that puts borrowed bytes in its reply by reference (READ's cached segment) releases them here.
    */
   afterReply?: (() => void)[];
+  /**
+   * Present on large records in reusable memory (record-pool.ts). A procedure whose views of its
+   * arguments either end with the call or go to one holder that can say when it is done with
+   * them (the store, for WRITE's data) calls this once and gives that holder the function it
+   * returns: the memory is reused once the holder has run it and the reply is written. A
+   * record whose procedure does not ask is never reused, as its views may be kept anywhere.
+   */
+  recycleRecord?: () => () => void;
 }
 
 /**
@@ -165,8 +174,13 @@ export interface RpcStats {
 /** Default record limit: a 1 MiB WRITE plus generous room for its headers. */
 export const DEFAULT_MAX_RECORD = (1 << 20) + (64 << 10);
 
+/** Records from this size up are assembled in reusable memory (record-pool.ts): bulk WRITEs. */
+const POOLED_RECORD_MIN = 64 << 10;
+
 export class RpcServer {
   readonly stats: RpcStats = { connections: 0, calls: 0, garbage: 0, systemErrors: 0, protocolErrors: 0 };
+  /** Memory of large records, shared by every connection (see RpcCall.recycleRecord). */
+  readonly records = new RecordPool();
   private readonly programs = new Map<number, Map<number, RpcProgram>>();
   private readonly listeners = new Set<net.Server>();
   private readonly conns = new Set<Connection>();
@@ -362,13 +376,21 @@ class Connection {
   private fragmentDone(): void {
     this.fragLeft = -1;
     if (!this.fragLast) return;
-    const record = this.pieces.length === 1 ? this.pieces[0]! : Buffer.concat(this.pieces, this.recordSize);
+    let record: Buffer;
+    let pooled = false;
+    if (this.pieces.length === 1) record = this.pieces[0]!;
+    else if (this.recordSize >= POOLED_RECORD_MIN) {
+      record = this.server.records.take(this.recordSize);
+      pooled = true;
+      let at = 0;
+      for (const piece of this.pieces) at += piece.copy(record, at);
+    } else record = Buffer.concat(this.pieces, this.recordSize);
     this.pieces = [];
     this.recordSize = 0;
-    this.dispatch(record);
+    this.dispatch(record, pooled);
   }
 
-  private dispatch(record: Buffer): void {
+  private dispatch(record: Buffer, pooled = false): void {
     const server = this.server;
     if (record.length < 8) {
       this.protocolError('rpc.record.short', { bytes: record.length });
@@ -395,6 +417,7 @@ class Connection {
       const cred = readOpaqueAuth(r);
       const verf = readOpaqueAuth(r);
       call = { xid, prog, vers, proc, cred, verf, args: r, conn: this.info };
+      if (pooled) call.recycleRecord = () => this.recycleWhenDone(call, record);
     } catch (e) {
       if (!(e instanceof XdrError)) throw e;
       this.garbage(xid, e);
@@ -448,6 +471,22 @@ class Connection {
       this.flowControl();
     }).catch((e: unknown) => this.log.error('rpc.reply.failed', { err: e }));
     server.running.add(done);
+  }
+
+  /** recycleRecord: `record` goes back to the pool after the holder's release and the reply. */
+  private recycleWhenDone(call: RpcCall, record: Buffer): () => void {
+    call.recycleRecord = undefined; // one holder per record
+    let users = 2;
+    const done = () => {
+      if (--users === 0) this.server.records.give(record.buffer as ArrayBuffer);
+    };
+    (call.afterReply ??= []).push(done);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      done();
+    };
   }
 
   private garbage(xid: number, e: unknown): void {
