@@ -17,6 +17,11 @@ export interface SegmentSink {
   fsync: boolean;
   /** Write segment bodies with O_DIRECT where the filesystem allows it (see direct-write.ts). */
   direct: boolean;
+  /**
+   * A spare segment file to reuse for this segment (SegmentFiles.takeSpare), in tmp/. The job
+   * owns it: reused, or deleted when the segment needs no file.
+   */
+  spare?: string;
 }
 
 export type CodecJob =

@@ -49,8 +49,19 @@ function writeSegment(sink: SegmentSink, id: string, parts: Buffer[]): boolean {
   let writer = writers.get(sink.root);
   if (!writer) writers.set(sink.root, (writer = new SegmentFileWriter(sink.direct)));
   const tmp = path.join(sink.tmp, `${id}.${crypto.randomBytes(6).toString('hex')}`);
+  // A spare file becomes the temp file by rename (gone meanwhile: a new file is created).
+  let reuse = false;
+  if (sink.spare) {
+    try {
+      fs.renameSync(sink.spare, tmp);
+      reuse = true;
+    } catch {
+      // not there any more
+    }
+    sink.spare = undefined;
+  }
   try {
-    writer.writeNew(tmp, parts, sink.fsync);
+    writer.writeNew(tmp, parts, sink.fsync, reuse);
     fs.renameSync(tmp, dest);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
@@ -159,6 +170,14 @@ parentPort!.on('message', (job: CodecJob) => {
     }
     const code = (e as NodeJS.ErrnoException).code;
     res = { seq: job.seq, ok: false, error: code ? `${code}: ${(e as Error).message}` : (e as Error).message };
+  }
+  // A spare file this job did not use (a hole, a segment already stored, an error) goes.
+  if (job.op === 'encode' && job.sink?.spare) {
+    try {
+      fs.rmSync(job.sink.spare, { force: true });
+    } catch {
+      // left in tmp/ for the next open's cleanup
+    }
   }
   const transfer: ArrayBuffer[] = [];
   if (res.ok && res.blob) transfer.push(res.blob);

@@ -31,13 +31,19 @@ export class SegmentFileWriter {
     return this.direct;
   }
 
-  /** Create `file` (it must not exist) holding `parts` in order, synced to disk if `fsync`. */
-  writeNew(file: string, parts: Buffer[], fsync: boolean): void {
+  /**
+   * Create `file` (it must not exist) holding `parts` in order, synced to disk if `fsync`.
+   * `existing`: `file` is an old file of ours to reuse instead (a spare segment file, see
+   * SegmentFiles.takeSpare): overwritten and cut to the new length, so none of its old bytes
+   * remain; its inode and blocks are reused rather than allocated.
+   */
+  writeNew(file: string, parts: Buffer[], fsync: boolean, existing = false): void {
     const total = parts.reduce((n, p) => n + p.length, 0);
-    if (this.direct && total >= ALIGN && this.tryDirect(file, parts, total, fsync)) return;
-    const fd = fs.openSync(file, 'wx', 0o600);
+    if (this.direct && total >= ALIGN && this.tryDirect(file, parts, total, fsync, existing)) return;
+    const fd = fs.openSync(file, existing ? 'r+' : 'wx', 0o600);
     try {
       writeAll(fd, parts, 0);
+      if (existing) fs.ftruncateSync(fd, total);
       if (fsync) fs.fdatasyncSync(fd);
     } finally {
       fs.closeSync(fd);
@@ -45,7 +51,7 @@ export class SegmentFileWriter {
   }
 
   /** False when O_DIRECT is refused here (nothing is left behind); other errors throw. */
-  private tryDirect(file: string, parts: Buffer[], total: number, fsync: boolean): boolean {
+  private tryDirect(file: string, parts: Buffer[], total: number, fsync: boolean, existing: boolean): boolean {
     const body = total - (total % ALIGN);
     const buf = this.stagingFor(body);
     let at = 0;
@@ -55,7 +61,7 @@ export class SegmentFileWriter {
       p.copy(buf, at, 0, n);
       at += n;
     }
-    const fd = openOrRefused(() => this.openDirect(file));
+    const fd = openOrRefused(() => this.openDirect(file, existing));
     if (fd === null) {
       this.direct = false;
       return false;
@@ -79,6 +85,7 @@ export class SegmentFileWriter {
     const tail = fs.openSync(file, 'r+');
     try {
       writeAll(tail, sliceFrom(parts, written), written);
+      if (existing) fs.ftruncateSync(tail, total);
       if (fsync) fs.fdatasyncSync(tail); // syncs the inode's data, whichever descriptor wrote it
     } catch (e) {
       fs.closeSync(tail);
@@ -89,9 +96,10 @@ export class SegmentFileWriter {
     return true;
   }
 
-  /** Exclusive create with O_DIRECT (a seam for tests: a filesystem that refuses it). */
-  protected openDirect(file: string): number {
-    return fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | O_DIRECT!, 0o600);
+  /** Exclusive create (or, `existing`, open) with O_DIRECT (a seam for tests: a filesystem that refuses it). */
+  protected openDirect(file: string, existing = false): number {
+    const create = existing ? 0 : fs.constants.O_CREAT | fs.constants.O_EXCL;
+    return fs.openSync(file, fs.constants.O_WRONLY | create | O_DIRECT!, 0o600);
   }
 
   /** The aligned staging buffer (a seam for tests: a misaligned one). */

@@ -28,7 +28,7 @@ import { normPath, parentAndName, splitPath } from './paths.js';
 import { HEAD, ROOT_INO, T_DIR, T_FILE, migrate } from './schema.js';
 import { SEGMENT_FRAMING_BYTES, decodeSegment, type SegmentKeys } from './segment-codec.js';
 import { SegmentReclaimer, type ReclaimReport } from './reclaim.js';
-import { isZero, sharedCodecPool, type CodecPool } from './codec-pool.js';
+import { isZero, sharedCodecPool, type CodecPool, type SegmentSink } from './codec-pool.js';
 import { SegmentFiles } from './segment-files.js';
 import { SegmentCache } from './cache.js';
 import { HeldBytes, SegmentPool, sharedSegmentPool } from './segment-pool.js';
@@ -67,6 +67,12 @@ export interface StoreOptions {
    * with null or SPACE_SEGMENT_POOL=0 (each segment then gets a buffer of its own).
    */
   segmentPool?: SegmentPool | null;
+  /**
+   * Freed segment files kept for new segments to reuse (segment-files.ts explains why): default
+   * 1024, or SPACE_SPARE_SEGMENT_FILES; 0 deletes every freed file. Their space counts as used
+   * on the filesystem until reused, or deleted at close or when a write finds the disk full.
+   */
+  spareSegmentFiles?: number;
 }
 
 interface CapsuleRow {
@@ -199,7 +205,7 @@ export class Store implements CapsuleApi {
     this.cache = new SegmentCache(cacheBytes, (data) => this.unpool(data));
     this.maxDirty = opts.maxDirtyBytes ?? 64 << 20;
     this.codec = opts.codecPool ?? sharedCodecPool();
-    this.files = new SegmentFiles(dir, opts.fsync ?? true, opts.directIo ?? process.env.SPACE_DIRECT_IO !== '0');
+    this.files = new SegmentFiles(dir, opts.fsync ?? true, opts.directIo ?? process.env.SPACE_DIRECT_IO !== '0', opts.spareSegmentFiles ?? spareFilesFromEnv());
     try {
       this.db = new Database(path.join(dir, 'meta.db'));
       migrate(this.db);
@@ -257,6 +263,7 @@ export class Store implements CapsuleApi {
     await this.flushAll();
     this.reclaimer?.runAll(); // what the last writes freed, before the notes go with the connection
     await this.reclaimer?.idle(); // and the files a background batch is still deleting
+    this.files.dropSpares();
     this.closed = true;
     this.cache.clear(); // pooled memory goes back for the next store of this process
     this.db.close();
@@ -718,8 +725,15 @@ export class Store implements CapsuleApi {
   private async storeSegment(c: Capsule, plain: Buffer, known: Set<string>, transfer = false): Promise<{ id: string; plen: number; clen: number } | null> {
     const plen = plain.length;
     let r: Awaited<ReturnType<CodecPool['encodeAndWrite']>>;
+    const write = () => this.codec.encodeAndWrite(plain, c.policy.compression, c.keys, this.sinkWithSpare(), transfer);
     try {
-      r = await this.codec.encodeAndWrite(plain, c.policy.compression, c.keys, this.files.sink, transfer);
+      try {
+        r = await write();
+      } catch (e) {
+        // A full disk: the spare files are space we can give back; then once more.
+        if ((e as NodeJS.ErrnoException).code !== 'ENOSPC' || transfer || this.files.dropSpares() === 0) throw e;
+        r = await write();
+      }
     } catch (e) {
       throw fromFsError(e, 'writing a segment');
     }
@@ -743,6 +757,13 @@ export class Store implements CapsuleApi {
     }
     known.add(id);
     return { id, plen, clen };
+  }
+
+  /** Where a codec worker writes a new segment: with a spare file to reuse when there is one. */
+  private sinkWithSpare(): SegmentSink {
+    const sink = this.files.sink;
+    if (!this.codec.inline) sink.spare = this.files.takeSpare(); // inline encoding writes no file
+    return sink;
   }
 
   private insertSegmentRow(c: Capsule, s: { id: string; plen: number; clen: number }): void {
@@ -1836,4 +1857,13 @@ export class Store implements CapsuleApi {
 function checkRange(offset: number, length: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0) throw invalid(`offset ${offset} must be a non-negative integer`);
   if (!Number.isSafeInteger(length) || length < 0) throw invalid(`length ${length} must be a non-negative integer`);
+}
+
+/** SPACE_SPARE_SEGMENT_FILES, when set to a non-negative integer (see StoreOptions.spareSegmentFiles). */
+function spareFilesFromEnv(): number | undefined {
+  const raw = process.env.SPACE_SPARE_SEGMENT_FILES;
+  if (raw === undefined || raw === '') return undefined;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < 0) throw new SpaceError('INVALID_ARGUMENT', `SPACE_SPARE_SEGMENT_FILES=${raw}: expected a non-negative integer`);
+  return n;
 }

@@ -20,7 +20,8 @@ describe('capsule store: prompt reclamation of unreferenced segments', function 
   let store: Store;
   beforeEach(() => {
     dir = tmpDir();
-    store = Store.open(dir);
+    // Freed files are deleted, not kept as spares (store-spares.test.ts covers those).
+    store = Store.open(dir, { spareSegmentFiles: 0 });
   });
   /** Gates a test left shut (it failed half way): opened before closing, so close() can finish. */
   const gates: (() => void)[] = [];
