@@ -17,12 +17,13 @@ const tmpFiles = (dir: string) => fs.readdirSync(path.join(dir, 'tmp'));
  */
 describe('capsule store: spare segment files', function () {
   let dir: string;
-  let store: Store;
+  let store: Store | undefined;
   beforeEach(() => {
+    store = undefined;
     dir = tmpDir();
   });
   afterEach(async () => {
-    await store.close();
+    await store?.close();
     rmrf(dir);
   });
 
@@ -73,22 +74,18 @@ describe('capsule store: spare segment files', function () {
   });
 
   it('keeps at most spareSegmentFiles of them; 0 deletes every freed file', async () => {
-    store = Store.open(dir, { cacheBytes: 0, spareSegmentFiles: 3 });
-    await store.create({ id: 'c', policy });
-    await store.put('c', 'f', chunks(prand(8 * SEG, 5)));
-    await store.unlink('c', 'f');
-    await store.reclaimSettled();
-    assert.equal(tmpFiles(dir).length, 3);
-    await store.close();
-    rmrf(dir);
-    dir = tmpDir();
-    store = Store.open(dir, { cacheBytes: 0, spareSegmentFiles: 0 });
-    await store.create({ id: 'c', policy });
-    await store.put('c', 'f', chunks(prand(8 * SEG, 6)));
-    await store.unlink('c', 'f');
-    await store.reclaimSettled();
-    assert.equal(tmpFiles(dir).length, 0);
-    assert.equal(segmentFiles(dir).length, 0);
+    for (const [max, kept] of [[3, 3], [0, 0]] as const) {
+      await store?.close();
+      rmrf(dir);
+      dir = tmpDir();
+      store = Store.open(dir, { cacheBytes: 0, spareSegmentFiles: max });
+      await store.create({ id: 'c', policy });
+      await store.put('c', 'f', chunks(prand(8 * SEG, 5)));
+      await store.unlink('c', 'f');
+      await store.reclaimSettled();
+      assert.equal(tmpFiles(dir).length, kept, `spareSegmentFiles ${max}`);
+      assert.equal(segmentFiles(dir).length, 0);
+    }
   });
 
   it('the environment setting is checked', () => {
