@@ -25,7 +25,8 @@
  *             unique data in /dev/shm, new per repetition (so our store cannot deduplicate
  *             against an earlier copy); the previous copy is removed over NFS first (and our
  *             store's reclaim of its segments run to the end, as ganesha's REMOVE frees the
- *             file's blocks before it replies), then sync.
+ *             file's blocks before it replies; our freed files are kept as spares for the new
+ *             segments, capsule/segment-files.ts), then sync.
  *   read      `nfs-cp nfs://.../big /dev/shm/...`: cold = after sync + drop_caches, with our
  *             store closed and reopened first, whichever server reads (ganesha caches no file
  *             data of its own, and ours then holds none either: both servers start from the

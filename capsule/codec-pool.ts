@@ -8,6 +8,7 @@ import os from 'node:os';
 import fsp from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import type { Compression } from './policy.js';
+import { BufferRecycler } from './buffer-recycler.js';
 import { decodeSegment, encodeSegment, segmentAddress } from './segment-codec.js';
 
 /** Where and how a worker writes the segments it encodes (see SegmentFiles for the layout). */
@@ -73,7 +74,7 @@ export class CodecPool {
         const slot = new WorkerSlot(w);
         w.on('message', (r: CodecResult) => {
           if (--slot.busy === 0) w.unref();
-          if (r.spent) this.recycle(r.spent);
+          if (r.spent) this.spares.give(r.spent);
           const p = this.pending.get(r.seq);
           this.pending.delete(r.seq);
           p?.resolve(r);
@@ -93,7 +94,7 @@ export class CodecPool {
    * cloned). Those buffers come back with the result and are reused for the next segment of the
    * same size: in this VM first touches of fresh memory cost more than the copy itself.
    */
-  private readonly spares = new Map<number, ArrayBuffer[]>();
+  private readonly spares = new BufferRecycler({ maxPerSize: SPARES_PER_SIZE });
 
   private copyIn(plain: Buffer): Buffer {
     const out = this.segmentBuffer(plain.byteLength);
@@ -106,14 +107,7 @@ export class CodecPool {
    * handing to `encode*` with `transfer`: a recycled one when a worker has given one back.
    */
   segmentBuffer(size: number): Buffer {
-    const spare = this.spares.get(size)?.pop();
-    return spare ? Buffer.from(spare) : Buffer.allocUnsafeSlow(size);
-  }
-
-  private recycle(ab: ArrayBuffer): void {
-    let list = this.spares.get(ab.byteLength);
-    if (!list) this.spares.set(ab.byteLength, (list = []));
-    if (list.length < SPARES_PER_SIZE) list.push(ab);
+    return this.spares.take(size);
   }
 
   get inline(): boolean {

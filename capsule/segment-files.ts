@@ -49,10 +49,6 @@ export class SegmentFiles {
     return this.spares.pop();
   }
 
-  get spareCount(): number {
-    return this.spares.length;
-  }
-
   /**
    * Delete every spare file (at close, and to make room when the disk is full). Synchronous:
    * about 0.3 ms per megabyte file. Returns how many went.

@@ -29,6 +29,7 @@ import { HEAD, ROOT_INO, T_DIR, T_FILE, migrate } from './schema.js';
 import { SEGMENT_FRAMING_BYTES, decodeSegment, type SegmentKeys } from './segment-codec.js';
 import { SegmentReclaimer, type ReclaimReport } from './reclaim.js';
 import { isZero, sharedCodecPool, type CodecPool, type SegmentSink } from './codec-pool.js';
+import { envInteger } from './env.js';
 import { SegmentFiles } from './segment-files.js';
 import { SegmentCache } from './cache.js';
 import { HeldBytes, SegmentPool, sharedSegmentPool } from './segment-pool.js';
@@ -37,7 +38,7 @@ import { DirtyFile, dirtyKey } from './dirty.js';
 import { Coverage } from './coverage.js';
 import type {
   CapsuleInfo, CapsuleStat, ChangeEvent, ChangeKind, DirEntry, FileAttr, FsckProblem, FsckReport, GcReport,
-  RecoveryReport, SetAttr, StoreStat, VersionSel,
+  RecoveryReport, SetAttr, StoreStat, VersionSel, BufferedWriteOptions,
 } from './types.js';
 
 export interface StoreOptions {
@@ -205,7 +206,7 @@ export class Store implements CapsuleApi {
     this.cache = new SegmentCache(cacheBytes, (data) => this.unpool(data));
     this.maxDirty = opts.maxDirtyBytes ?? 64 << 20;
     this.codec = opts.codecPool ?? sharedCodecPool();
-    this.files = new SegmentFiles(dir, opts.fsync ?? true, opts.directIo ?? process.env.SPACE_DIRECT_IO !== '0', opts.spareSegmentFiles ?? spareFilesFromEnv());
+    this.files = new SegmentFiles(dir, opts.fsync ?? true, opts.directIo ?? process.env.SPACE_DIRECT_IO !== '0', opts.spareSegmentFiles ?? envInteger(process.env, 'SPACE_SPARE_SEGMENT_FILES', 0, 1 << 20));
     try {
       this.db = new Database(path.join(dir, 'meta.db'));
       migrate(this.db);
@@ -1241,21 +1242,16 @@ export class Store implements CapsuleApi {
    * (coverage.ts), and the committed bytes are merged in when a read or the commit needs them.
    * A sequential writer that covers the whole segment never loads it.
    *
-   * `opts.adopt`: the caller gives `data` up (it will neither change nor reuse the memory, as
-   * with a request record received for this call). A piece that covers a whole segment then
-   * becomes the buffered segment as it is, instead of being copied into a new zeroed one: the
-   * NFS and NVMe paths receive 1 MiB writes, and the allocation, zero-fill and copy were a
-   * tenth of their event-loop time and a third of the ArrayBuffer churn whose volume decides
-   * how often V8 runs a full collection. Taken only when `data` is most of the memory under
-   * it, so an adopted segment does not pin a much larger receive buffer.
+   * `opts.adopt` (BufferedWriteOptions): instead of a copy into a new zeroed segment; NFS
+   * receives 1 MiB WRITEs, and the allocation, zero-fill and copy were a tenth of its event-loop
+   * time. Taken only when `data` is most of the memory under it, so an adopted segment does not
+   * pin a much larger receive buffer.
    *
-   * `opts.release` (with adopt): run once the store holds no reference to `data` any more, so
-   * the caller may reuse its memory: right away when the bytes were copied, or once the segment
-   * that adopted `data` whole is committed. Never run when that memory may still be referenced
-   * (a reader took a view of the buffered segment, or `data` was split over several segments):
-   * the memory is then left to the garbage collector.
+   * `opts.release` runs right away when the bytes were copied, or once the segment that adopted
+   * `data` whole is committed; never when a reader took a view of that buffered segment, or
+   * `data` was split over several segments (the memory is then left to the garbage collector).
    */
-  async writeBuffered(ref: string, p: string, offset: number, data: Uint8Array, opts: { adopt?: boolean; release?: () => void } = {}): Promise<number> {
+  async writeBuffered(ref: string, p: string, offset: number, data: Uint8Array, opts: BufferedWriteOptions = {}): Promise<number> {
     const c = this.capsule(ref);
     p = normPath(p);
     checkRange(offset, data.length);
@@ -1857,13 +1853,4 @@ export class Store implements CapsuleApi {
 function checkRange(offset: number, length: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0) throw invalid(`offset ${offset} must be a non-negative integer`);
   if (!Number.isSafeInteger(length) || length < 0) throw invalid(`length ${length} must be a non-negative integer`);
-}
-
-/** SPACE_SPARE_SEGMENT_FILES, when set to a non-negative integer (see StoreOptions.spareSegmentFiles). */
-function spareFilesFromEnv(): number | undefined {
-  const raw = process.env.SPACE_SPARE_SEGMENT_FILES;
-  if (raw === undefined || raw === '') return undefined;
-  const n = Number(raw);
-  if (!Number.isSafeInteger(n) || n < 0) throw new SpaceError('INVALID_ARGUMENT', `SPACE_SPARE_SEGMENT_FILES=${raw}: expected a non-negative integer`);
-  return n;
 }

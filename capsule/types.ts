@@ -115,3 +115,18 @@ export interface ChangeEvent {
 
 /** Which version to read: undefined = live head. */
 export type VersionSel = number | undefined;
+
+/** How a buffered write may treat the caller's bytes (Store.writeBuffered). */
+export interface BufferedWriteOptions {
+  /**
+   * The caller gives the bytes up (it will neither change nor reuse the memory, as with a
+   * request record received for this call): a piece covering a whole segment may become the
+   * buffered segment as it is, instead of being copied.
+   */
+  adopt?: boolean;
+  /**
+   * With adopt: run once the store holds no reference to the bytes any more, so the caller may
+   * reuse the memory. Never run while that memory may still be referenced.
+   */
+  release?: () => void;
+}

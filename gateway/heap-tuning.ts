@@ -18,19 +18,14 @@
  * SPACE_HEAP_GROWING_PERCENT overrides the percentage (0: leave V8's own heuristics).
  */
 import v8 from 'node:v8';
-import { SpaceError } from '../capsule/errors.js';
+import { envInteger } from '../capsule/env.js';
 import type { Logger } from '../capsule/log.js';
 
 export const DEFAULT_HEAP_GROWING_PERCENT = 1000;
 
 /** The growing percentage the environment asks for; null: V8's own heuristics. */
 export function heapGrowingPercent(env: NodeJS.ProcessEnv = process.env): number | null {
-  const raw = env.SPACE_HEAP_GROWING_PERCENT?.trim();
-  if (raw === undefined || raw === '') return DEFAULT_HEAP_GROWING_PERCENT;
-  const pct = Number(raw);
-  if (!Number.isInteger(pct) || pct < 0 || pct > 10_000) {
-    throw new SpaceError('INVALID_ARGUMENT', `SPACE_HEAP_GROWING_PERCENT must be an integer from 0 to 10000, got "${raw}"`);
-  }
+  const pct = envInteger(env, 'SPACE_HEAP_GROWING_PERCENT', 0, 10_000) ?? DEFAULT_HEAP_GROWING_PERCENT;
   return pct === 0 ? null : pct;
 }
 

@@ -11,7 +11,6 @@ import { NfsServer } from '../gateway/nfs/server.js';
 import { AcceptStat, AuthFlavor, AuthStat, MsgType, RejectStat, ReplyStat, RpcError, RpcServer, type RpcProcedure } from '../gateway/nfs/rpc.js';
 import { decodeReply, encodeCall, RecordReader, RpcClient, type RpcReply } from '../gateway/nfs/rpc-client.js';
 import { XdrWriter } from '../gateway/nfs/xdr.js';
-import { RecordPool } from '../gateway/nfs/record-pool.js';
 import { NFS_PROGRAM, NFS_V3, Proc3 } from '../gateway/nfs/nfs3.js';
 import { MOUNT_PROGRAM, MOUNT_V3, MountProc } from '../gateway/nfs/mount3.js';
 import { createLogger } from '../capsule/log.js';
@@ -395,24 +394,6 @@ describe('nfs rpc server: reusable record memory', function () {
     assert.ok(later.every((d) => d.buffer !== ignored.data.buffer));
     assert.ok(later.slice(1).every((d) => d.buffer === later[0]!.buffer), 'the released one goes round');
     assert.deepEqual(ignored.data, ignored.copy);
-  });
-});
-
-describe('record pool', function () {
-  it('keeps given memory up to its budget, by exact size, and makes room for the size in use', () => {
-    const pool = new RecordPool(3 * 1000);
-    const a = pool.take(1000);
-    assert.equal(a.length, 1000);
-    pool.give(a.buffer as ArrayBuffer);
-    assert.equal(pool.take(1000).buffer, a.buffer, 'same size: reused');
-    pool.give(a.buffer as ArrayBuffer);
-    assert.notEqual(pool.take(999).buffer, a.buffer, 'another size: new memory');
-    for (let i = 0; i < 4; i++) pool.give(new ArrayBuffer(1000));
-    assert.equal(pool.keptBytes, 3000, 'the budget holds');
-    pool.give(new ArrayBuffer(1500));
-    assert.equal(pool.keptBytes, 1500, 'memory of the old size made room for the new one');
-    assert.equal(pool.take(1500).byteLength, 1500);
-    assert.equal(pool.keptBytes, 0);
   });
 });
 

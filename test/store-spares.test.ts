@@ -91,7 +91,7 @@ describe('capsule store: spare segment files', function () {
   it('the environment setting is checked', () => {
     process.env.SPACE_SPARE_SEGMENT_FILES = 'lots';
     try {
-      assert.throws(() => Store.open(dir), /SPACE_SPARE_SEGMENT_FILES=lots: expected a non-negative integer/);
+      assert.throws(() => Store.open(dir), /SPACE_SPARE_SEGMENT_FILES must be an integer from 0 to \d+, got "lots"/);
     } finally {
       delete process.env.SPACE_SPARE_SEGMENT_FILES;
     }

@@ -4,6 +4,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { CapsuleApi } from '../../capsule/api.js';
+import type { BufferedWriteOptions } from '../../capsule/types.js';
 import type { HeldBytes } from '../../capsule/segment-pool.js';
 
 export type NfsStore = Pick<
@@ -11,12 +12,11 @@ export type NfsStore = Pick<
   'get' | 'getattr' | 'readdir' | 'read' | 'truncate' | 'mkdir' | 'createFile' | 'unlink' | 'rmdir' | 'rename' | 'setattr'
 > & {
   /**
-   * Write into the store's dirty-segment buffer; durable only after flush. The view passes
-   * `adopt`: WRITE's data is a view of a request record received for that call alone, which the
-   * store may keep as a buffered segment instead of copying it, and `release` (when the record's
-   * memory is reusable, RpcCall.recycleRecord) tells when the store is done with it.
+   * Write into the store's dirty-segment buffer; durable only after flush. WRITE adopts its data
+   * (a view of a record received for that call alone) and passes the record's release when
+   * its memory is reusable (RpcCall.recycleRecord).
    */
-  writeBuffered(ref: string, path: string, offset: number, data: Uint8Array, opts?: { adopt?: boolean; release?: () => void }): Promise<number>;
+  writeBuffered(ref: string, path: string, offset: number, data: Uint8Array, opts?: BufferedWriteOptions): Promise<number>;
   flush(ref: string, path?: string): Promise<void>;
   /**
    * READ's bytes, borrowed: released once the reply carrying them is written, so the store may

@@ -16,7 +16,7 @@
 import net from 'node:net';
 import { silentLogger, type Logger } from '../../capsule/log.js';
 import { XdrError, XdrReader, XdrWriter } from './xdr.js';
-import { RecordPool } from './record-pool.js';
+import { BufferRecycler } from '../../capsule/buffer-recycler.js';
 
 export const RPC_VERSION = 2;
 
@@ -87,7 +87,7 @@ export interface RpcCall {
    */
   afterReply?: (() => void)[];
   /**
-   * Present on large records in reusable memory (record-pool.ts). A procedure whose views of its
+   * Present on large records in reusable memory (capsule/buffer-recycler.ts). A procedure whose views of its
    * arguments either end with the call or go to one holder that can say when it is done with
    * them (the store, for WRITE's data) calls this once and gives that holder the function it
    * returns: the memory is reused once the holder has run it and the reply is written. A
@@ -174,13 +174,13 @@ export interface RpcStats {
 /** Default record limit: a 1 MiB WRITE plus generous room for its headers. */
 export const DEFAULT_MAX_RECORD = (1 << 20) + (64 << 10);
 
-/** Records from this size up are assembled in reusable memory (record-pool.ts): bulk WRITEs. */
+/** Records from this size up are assembled in reusable memory (RpcServer.records): bulk WRITEs. */
 const POOLED_RECORD_MIN = 64 << 10;
 
 export class RpcServer {
   readonly stats: RpcStats = { connections: 0, calls: 0, garbage: 0, systemErrors: 0, protocolErrors: 0 };
   /** Memory of large records, shared by every connection (see RpcCall.recycleRecord). */
-  readonly records = new RecordPool();
+  readonly records = new BufferRecycler({ maxBytes: 32 << 20 });
   private readonly programs = new Map<number, Map<number, RpcProgram>>();
   private readonly listeners = new Set<net.Server>();
   private readonly conns = new Set<Connection>();
