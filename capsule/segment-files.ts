@@ -63,8 +63,15 @@ export class SegmentFiles {
         // gone already, or left for the next open's temp cleanup
       }
     }
+    this.sparesDropped += n;
     return n;
   }
+
+  /**
+   * Spare files deleted by dropSpares so far. A write that found the disk full retries when
+   * this moved since it started: the space may have come back through another write's drop.
+   */
+  sparesDropped = 0;
 
   pathOf(id: string): string {
     return path.join(this.root, id.slice(0, 2), id);

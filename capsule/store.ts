@@ -727,12 +727,16 @@ export class Store implements CapsuleApi {
     const plen = plain.length;
     let r: Awaited<ReturnType<CodecPool['encodeAndWrite']>>;
     const write = () => this.codec.encodeAndWrite(plain, c.policy.compression, c.keys, this.sinkWithSpare(), transfer);
+    const droppedBefore = this.files.sparesDropped;
     try {
       try {
         r = await write();
       } catch (e) {
-        // A full disk: the spare files are space we can give back; then once more.
-        if ((e as NodeJS.ErrnoException).code !== 'ENOSPC' || transfer || this.files.dropSpares() === 0) throw e;
+        // A full disk: the spare files are space we can give back; then once more. Concurrent
+        // writes fail together: whichever comes first drops the spares, and all of them retry.
+        if ((e as NodeJS.ErrnoException).code !== 'ENOSPC' || transfer) throw e;
+        this.files.dropSpares();
+        if (this.files.sparesDropped === droppedBefore) throw e;
         r = await write();
       }
     } catch (e) {
