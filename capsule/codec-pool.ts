@@ -74,7 +74,8 @@ export class CodecPool {
         const slot = new WorkerSlot(w);
         w.on('message', (r: CodecResult) => {
           if (--slot.busy === 0) w.unref();
-          if (r.spent) this.spares.give(r.spent);
+          // A failed job's bytes go to its caller, which may retry with them (encodeAndWrite).
+          if (r.spent && r.ok) this.spares.give(r.spent);
           const p = this.pending.get(r.seq);
           this.pending.delete(r.seq);
           p?.resolve(r);
@@ -148,7 +149,10 @@ export class CodecPool {
     const own = transfer && ownsBuffer(plain) ? plain : this.copyIn(plain);
     const seq = ++this.seq;
     const r = await this.run({ op: 'encode', seq, plain: own.buffer as ArrayBuffer, offset: 0, length: own.length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id }, [own.buffer as ArrayBuffer]);
-    if (!r.ok) throw new Error(r.error);
+    if (!r.ok) {
+      if (r.spent) this.spares.give(r.spent);
+      throw new Error(r.error);
+    }
     if (!r.id) return null;
     return { id: r.id, blob: Buffer.from(r.blob!) };
   }
@@ -164,12 +168,16 @@ export class CodecPool {
       return enc && { id: enc.id, clen: enc.blob.length, written: false, blob: enc.blob };
     }
     const own = transfer && ownsBuffer(plain) ? plain : this.copyIn(plain);
+    const length = own.length; // own is detached (length 0) once transferred
     const seq = ++this.seq;
-    const r = await this.run({ op: 'encode', seq, plain: own.buffer as ArrayBuffer, offset: 0, length: own.length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id, sink }, [own.buffer as ArrayBuffer]);
+    const r = await this.run({ op: 'encode', seq, plain: own.buffer as ArrayBuffer, offset: 0, length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id, sink }, [own.buffer as ArrayBuffer]);
     if (!r.ok) {
-      // Keep the errno (ENOSPC, EDQUOT, EROFS, ...) so callers map a full disk like any other.
+      // Keep the errno (ENOSPC, EDQUOT, EROFS, ...) so callers map a full disk like any other,
+      // and give the segment's bytes back: with `transfer` the caller no longer has them, and
+      // a write that failed on a full disk can be tried again once space is freed.
       const code = /^(E[A-Z]+): /.exec(r.error)?.[1];
-      throw Object.assign(new Error(r.error), code ? { code } : {});
+      const plain = r.spent && r.spent.byteLength >= length ? Buffer.from(r.spent, 0, length) : undefined;
+      throw Object.assign(new Error(r.error), code ? { code } : {}, plain ? { plain } : {});
     }
     if (!r.id) return null;
     return { id: r.id, clen: r.clen!, written: !!r.written, blob: r.blob ? Buffer.from(r.blob) : undefined };

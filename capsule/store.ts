@@ -726,18 +726,20 @@ export class Store implements CapsuleApi {
   private async storeSegment(c: Capsule, plain: Buffer, known: Set<string>, transfer = false): Promise<{ id: string; plen: number; clen: number } | null> {
     const plen = plain.length;
     let r: Awaited<ReturnType<CodecPool['encodeAndWrite']>>;
-    const write = () => this.codec.encodeAndWrite(plain, c.policy.compression, c.keys, this.sinkWithSpare(), transfer);
+    const write = (bytes: Buffer) => this.codec.encodeAndWrite(bytes, c.policy.compression, c.keys, this.sinkWithSpare(), transfer);
     const droppedBefore = this.files.sparesDropped;
     try {
       try {
-        r = await write();
+        r = await write(plain);
       } catch (e) {
         // A full disk: the spare files are space we can give back; then once more. Concurrent
         // writes fail together: whichever comes first drops the spares, and all of them retry.
-        if ((e as NodeJS.ErrnoException).code !== 'ENOSPC' || transfer) throw e;
+        // A transferred segment comes back with the error (CodecPool.encodeAndWrite).
+        const again = transfer ? (e as { plain?: Buffer }).plain : plain;
+        if ((e as NodeJS.ErrnoException).code !== 'ENOSPC' || !again) throw e;
         this.files.dropSpares();
         if (this.files.sparesDropped === droppedBefore) throw e;
-        r = await write();
+        r = await write(again);
       }
     } catch (e) {
       throw fromFsError(e, 'writing a segment');

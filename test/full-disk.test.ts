@@ -68,33 +68,42 @@ describe('full disk', function () {
     assert.ok(fs.existsSync(`${dir}/data/meta.db`));
   });
 
-  it('gives the spare segment files back when a write finds the disk full, then writes', async () => {
-    // Spares (capsule/segment-files.ts) hold the space of freed segments for reuse. Small spares
-    // from a 64 KiB-segment capsule cannot hold 1 MiB segments: each write takes one and grows
-    // it, while the rest still hold their space, so the disk fills up before the data does.
-    // A disk of its own: the first test's capsules stay on the other one.
-    const data = `${dir}/spares`;
-    fs.mkdirSync(data);
-    assert.ok(tryMountTmpfs(data, '6m'));
-    const store = Store.open(data, { spareSegmentFiles: 1024 });
-    try {
-      await store.create({ id: 'small', policy: validatePolicy({ segmentSize: '64KiB', encryption: false, compression: 'none' }) });
-      await store.create({ id: 'big', policy: validatePolicy({ encryption: false, compression: 'none' }) });
-      await store.put('small', 'old', chunks(prand(4 << 20, 7)));
-      await store.unlink('small', 'old');
-      await store.reclaimSettled();
-      const spares = () => fs.readdirSync(path.join(data, 'tmp')).length;
-      assert.equal(spares(), 64, 'the freed segments are spares, their space still taken');
-      const next = prand(3 << 20, 8);
+  // Spares (capsule/segment-files.ts) hold the space of freed segments for reuse. Small spares
+  // from a 64 KiB-segment capsule cannot hold 1 MiB segments: each write takes one and grows it
+  // while the rest still hold their space, so the disk fills up before the data does. Both ways
+  // of writing: buffered writes (the segment is copied to the codec worker) and put (moved).
+  const writers: [string, (store: Store, data: Buffer) => Promise<void>][] = [
+    ['buffered writes and flush', async (store, data) => {
       await store.createFile('big', 'new');
-      await store.writeBuffered('big', 'new', 0, next);
-      await store.flush('big', 'new'); // would be ENOSPC without giving the spares back
-      assert.equal(spares(), 0, 'the spares were dropped to make room');
-      assert.equal(sha256(await store.read('big', 'new', 0, next.length)), sha256(next));
-      assert.deepEqual((await store.fsck()).problems, []);
-    } finally {
-      await store.close();
-      execFileSync('umount', ['-l', data]);
-    }
-  });
+      await store.writeBuffered('big', 'new', 0, data);
+      await store.flush('big', 'new');
+    }],
+    ['put', (store, data) => store.put('big', 'new', chunks(data)).then(() => {})],
+  ];
+  for (const [how, write] of writers) {
+    it(`gives the spare segment files back when a write finds the disk full (${how}), then writes`, async () => {
+      // A disk of its own: the first test's capsules stay on the other one.
+      const data = tmpDir('space-full-spares-');
+      assert.ok(tryMountTmpfs(data, '6m'));
+      const store = Store.open(data, { spareSegmentFiles: 1024 });
+      try {
+        await store.create({ id: 'small', policy: validatePolicy({ segmentSize: '64KiB', encryption: false, compression: 'none' }) });
+        await store.create({ id: 'big', policy: validatePolicy({ encryption: false, compression: 'none' }) });
+        await store.put('small', 'old', chunks(prand(4 << 20, 7)));
+        await store.unlink('small', 'old');
+        await store.reclaimSettled();
+        const spares = () => fs.readdirSync(path.join(data, 'tmp')).length;
+        assert.equal(spares(), 64, 'the freed segments are spares, their space still taken');
+        const next = prand(3 << 20, 8);
+        await write(store, next); // ENOSPC without giving the spares back
+        assert.equal(spares(), 0, 'the spares were dropped to make room');
+        assert.equal(sha256(await store.read('big', 'new', 0, next.length)), sha256(next));
+        assert.deepEqual((await store.fsck()).problems, []);
+      } finally {
+        await store.close();
+        execFileSync('umount', ['-l', data]);
+        rmrf(data);
+      }
+    });
+  }
 });
