@@ -87,6 +87,14 @@ export function writeStateid(w: XdrWriter, s: Stateid): void {
 }
 
 /** One COMPOUND's context: file handles, stateid, session, caller. */
+/** See Compound.takeRecordRelease. */
+interface RecordGate {
+  release: () => void;
+  storeDone: boolean;
+  ended: boolean;
+  safe: boolean;
+}
+
 export class Compound {
   cur: CurFh | undefined;
   saved: CurFh | undefined;
@@ -98,6 +106,49 @@ export class Compound {
   client: Client | undefined;
 
   constructor(readonly env: V4Env, readonly call: RpcCall, readonly minor: number) {}
+
+  /**
+   * Reuse of the request's record memory (RpcCall.recycleRecord) for a WRITE that hands its data
+   * to the store. Another operation of the same compound might keep a view of the record (an
+   * owner name, a second WRITE's data), so the record is given back only if every operation that
+   * ran is one known to keep none (RECORD_SAFE_OPS) and one WRITE alone took it; otherwise it is
+   * left to the garbage collector. Decided when the compound ends, which can be before or after
+   * the store lets go of the data.
+   */
+  private record: RecordGate | undefined;
+  private recordTaken = false;
+  private recordUnsafe = false;
+
+  /** Called for each operation before it runs. */
+  noteOp(opnum: number): void {
+    if (!RECORD_SAFE_OPS.has(opnum)) this.recordUnsafe = true;
+  }
+
+  /** The release a WRITE passes to the store (undefined: the record is not reused). */
+  takeRecordRelease(): (() => void) | undefined {
+    if (this.recordTaken) {
+      this.recordUnsafe = true; // a second holder: neither may give the memory back
+      return undefined;
+    }
+    this.recordTaken = true;
+    const release = this.call.recycleRecord?.();
+    if (!release) return undefined;
+    const rec: RecordGate = { release, storeDone: false, ended: false, safe: false };
+    this.record = rec;
+    return () => {
+      rec.storeDone = true;
+      if (rec.ended && rec.safe) rec.release();
+    };
+  }
+
+  /** The compound is over: no more operations can take views of the record. */
+  settleRecord(): void {
+    const rec = this.record;
+    if (!rec || rec.ended) return;
+    rec.ended = true;
+    rec.safe = !this.recordUnsafe;
+    if (rec.safe && rec.storeDone) rec.release();
+  }
 
   get address(): string {
     return this.call.conn.remoteAddress;
@@ -238,6 +289,16 @@ export function statusFor(env: V4Env, e: unknown, op: number): number {
   return m.status;
 }
 
+/**
+ * Operations that keep no view of the request's bytes once the compound is over (they decode
+ * numbers, or copy what they keep: PUTFH copies the handle, SEQUENCE looks its session up by
+ * value), so a WRITE among them may let the store give the record back (Compound.takeRecordRelease).
+ * The Linux client's WRITE is SEQUENCE, PUTFH, WRITE, GETATTR.
+ */
+const RECORD_SAFE_OPS: ReadonlySet<number> = new Set([
+  Op.SEQUENCE, Op.PUTFH, Op.PUTROOTFH, Op.GETFH, Op.SAVEFH, Op.RESTOREFH, Op.WRITE, Op.COMMIT, Op.GETATTR, Op.ACCESS,
+]);
+
 /** The COMPOUND procedure: decode, run, encode (see the header comment). */
 export async function runCompound(env: V4Env, call: RpcCall, res: XdrWriter): Promise<void> {
   const r = call.args;
@@ -317,6 +378,7 @@ export async function runCompound(env: V4Env, call: RpcCall, res: XdrWriter): Pr
         emit(opnum, { status: Status4.NOTSUPP });
         break;
       }
+      c.noteOp(opnum);
       let result: OpResult;
       try {
         result = await def.handler(c, r);
@@ -326,6 +388,7 @@ export async function runCompound(env: V4Env, call: RpcCall, res: XdrWriter): Pr
       emit(opnum, result);
     }
   } finally {
+    c.settleRecord();
     if (!replayed) finishReply();
   }
 

@@ -106,7 +106,7 @@ export function ioOps(): Map<number, OpDef> {
       c.checkIo(sid, t, true);
       if (offset + data.length > MAX_FILE_SIZE) return { status: Status4.FBIG };
       const id = t.exp.capsuleId;
-      const n = data.length === 0 ? 0 : await store(c).writeBuffered(id, t.path, offset, data, { adopt: true });
+      const n = data.length === 0 ? 0 : await store(c).writeBuffered(id, t.path, offset, data, { adopt: true, release: c.takeRecordRelease() });
       let committed: number = Stable4.UNSTABLE;
       if (stable !== Stable4.UNSTABLE) {
         await store(c).flush(id, t.path);
