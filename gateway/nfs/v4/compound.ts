@@ -86,7 +86,6 @@ export function writeStateid(w: XdrWriter, s: Stateid): void {
   w.uint32(s.seqid).fixedOpaque(s.other);
 }
 
-/** One COMPOUND's context: file handles, stateid, session, caller. */
 /** See Compound.takeRecordRelease. */
 interface RecordGate {
   release: () => void;
@@ -95,6 +94,7 @@ interface RecordGate {
   safe: boolean;
 }
 
+/** One COMPOUND's context: file handles, stateid, session, caller. */
 export class Compound {
   cur: CurFh | undefined;
   saved: CurFh | undefined;
