@@ -86,14 +86,6 @@ export function writeStateid(w: XdrWriter, s: Stateid): void {
   w.uint32(s.seqid).fixedOpaque(s.other);
 }
 
-/** See Compound.takeRecordRelease. */
-interface RecordGate {
-  release: () => void;
-  storeDone: boolean;
-  ended: boolean;
-  safe: boolean;
-}
-
 /** One COMPOUND's context: file handles, stateid, session, caller. */
 export class Compound {
   cur: CurFh | undefined;
@@ -115,9 +107,11 @@ export class Compound {
    * left to the garbage collector. Decided when the compound ends, which can be before or after
    * the store lets go of the data.
    */
-  private record: RecordGate | undefined;
+  private recordRelease: (() => void) | undefined;
   private recordTaken = false;
   private recordUnsafe = false;
+  private recordStoreDone = false;
+  private ended = false;
 
   /** Called for each operation before it runs. */
   noteOp(opnum: number): void {
@@ -131,23 +125,22 @@ export class Compound {
       return undefined;
     }
     this.recordTaken = true;
-    const release = this.call.recycleRecord?.();
-    if (!release) return undefined;
-    const rec: RecordGate = { release, storeDone: false, ended: false, safe: false };
-    this.record = rec;
+    this.recordRelease = this.call.recycleRecord?.();
+    if (!this.recordRelease) return undefined;
     return () => {
-      rec.storeDone = true;
-      if (rec.ended && rec.safe) rec.release();
+      this.recordStoreDone = true;
+      this.releaseRecordIfSafe();
     };
   }
 
   /** The compound is over: no more operations can take views of the record. */
   settleRecord(): void {
-    const rec = this.record;
-    if (!rec || rec.ended) return;
-    rec.ended = true;
-    rec.safe = !this.recordUnsafe;
-    if (rec.safe && rec.storeDone) rec.release();
+    this.ended = true;
+    this.releaseRecordIfSafe();
+  }
+
+  private releaseRecordIfSafe(): void {
+    if (this.ended && this.recordStoreDone && !this.recordUnsafe) this.recordRelease?.();
   }
 
   get address(): string {
