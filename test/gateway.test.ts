@@ -293,7 +293,17 @@ describe('gateway: Capsule API over gRPC (real Store)', function () {
       assert.equal(ready.status, 200);
       assert.equal(ready.body, 'ready\n');
       assert.equal((await httpGet(gw.httpPort, '/nope')).status, 404);
-      const m = await httpGet(gw.httpPort, '/metrics');
+      // Writes above may still be committing in the background (write-behind): compare the
+      // store gauges with a storeStat taken while nothing changed around the scrape.
+      let m = await httpGet(gw.httpPort, '/metrics');
+      let ss = await tcp.storeStat();
+      for (let i = 0; i < 100; i++) {
+        const before = ss;
+        m = await httpGet(gw.httpPort, '/metrics');
+        ss = await tcp.storeStat();
+        if (before.segments === ss.segments && before.storedBytes === ss.storedBytes) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
       assert.equal(m.status, 200);
       assert.match(m.type ?? '', /^text\/plain/);
       assert.ok(metricValue(m.body, 'space_gateway_bytes_in_total')! > 5 * MiB);
@@ -303,7 +313,6 @@ describe('gateway: Capsule API over gRPC (real Store)', function () {
       assert.ok(metricValue(m.body, 'space_gateway_ops_total{op="Create",code="INVALID_ARGUMENT"}')! >= 2);
       assert.ok(metricValue(m.body, 'space_gateway_op_duration_seconds_count{op="Read"}')! >= 1);
       assert.match(m.body, /space_gateway_op_duration_seconds_bucket\{le="\+Inf",op="Put"\} \d+/);
-      const ss = await tcp.storeStat();
       assert.equal(metricValue(m.body, 'space_store_segments'), ss.segments);
       assert.equal(metricValue(m.body, 'space_store_stored_bytes'), ss.storedBytes);
       assert.ok(metricValue(m.body, 'space_store_dedup_ratio')! > 0);
