@@ -13,24 +13,34 @@ export interface BufferRecyclerLimits {
   maxPerSize?: number;
   /** Bytes kept in all; memory kept for other sizes goes first to make room for the given one. */
   maxBytes?: number;
+  /**
+   * New buffers in SharedArrayBuffer memory: a codec worker reads such a buffer where it is,
+   * where an ordinary one is copied for it (codec-pool.ts).
+   */
+  shared?: boolean;
+  /** Kept memory is let go once nothing was taken for this long (a burst's pool does not stay). */
+  idleMs?: number;
 }
 
 export class BufferRecycler {
-  private readonly free = new Map<number, ArrayBuffer[]>();
+  private readonly free = new Map<number, (ArrayBuffer | SharedArrayBuffer)[]>();
   private bytes = 0;
+  private takes = 0;
+  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly limits: BufferRecyclerLimits = {}) {}
 
   /** A buffer of exactly `size` bytes (contents undefined) that owns its memory. */
   take(size: number): Buffer {
+    this.takes++;
     const ab = this.free.get(size)?.pop();
-    if (!ab) return Buffer.allocUnsafeSlow(size);
+    if (!ab) return this.limits.shared ? Buffer.from(new SharedArrayBuffer(size)) : Buffer.allocUnsafeSlow(size);
     this.bytes -= size;
     return Buffer.from(ab);
   }
 
   /** Give back memory from take() (or any owned ArrayBuffer): nothing may refer to it any more. */
-  give(ab: ArrayBuffer): void {
+  give(ab: ArrayBuffer | SharedArrayBuffer): void {
     const size = ab.byteLength;
     const maxBytes = this.limits.maxBytes ?? Infinity;
     // Room for the size in use now: memory kept for sizes no longer seen goes first.
@@ -46,6 +56,27 @@ export class BufferRecycler {
     if (list.length >= (this.limits.maxPerSize ?? Infinity)) return;
     list.push(ab);
     this.bytes += size;
+    this.watchIdle();
+  }
+
+  /** Let go of all kept memory. */
+  clear(): void {
+    this.free.clear();
+    this.bytes = 0;
+    clearInterval(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  /** While memory is kept: every idleMs, clear it if nothing was taken meanwhile. */
+  private watchIdle(): void {
+    const ms = this.limits.idleMs;
+    if (!ms || this.idleTimer) return;
+    let seen = this.takes;
+    this.idleTimer = setInterval(() => {
+      if (this.takes === seen) this.clear();
+      seen = this.takes;
+    }, ms);
+    this.idleTimer.unref();
   }
 
   /** Bytes kept for reuse (for tests and stats). */

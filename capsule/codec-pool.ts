@@ -19,6 +19,11 @@ export interface SegmentSink {
   /** Write segment bodies with O_DIRECT where the filesystem allows it (see direct-write.ts). */
   direct: boolean;
   /**
+   * The caller syncs the file itself before anything refers to it (SegmentFiles.syncAll, once
+   * for a batch of segments): the worker writes it and goes on to the next segment.
+   */
+  syncLater?: boolean;
+  /**
    * A spare segment file to reuse for this segment (SegmentFiles.takeSpare), in tmp/. The job
    * owns it: reused, or deleted when the segment needs no file.
    */
@@ -26,7 +31,7 @@ export interface SegmentSink {
 }
 
 export type CodecJob =
-  | { op: 'encode'; seq: number; plain: ArrayBuffer; offset: number; length: number; codec: Compression; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number; sink?: SegmentSink }
+  | { op: 'encode'; seq: number; plain: ArrayBuffer | SharedArrayBuffer; offset: number; length: number; codec: Compression; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number; sink?: SegmentSink }
   | { op: 'decode'; seq: number; id: string; blob?: ArrayBuffer; file?: string; direct?: boolean; slot?: SlotRef; hashKey: Uint8Array; dataKey?: Uint8Array; dataKeyId?: number };
 
 /**
@@ -167,17 +172,27 @@ export class CodecPool {
       const enc = encodeInline(plain, codec, keys);
       return enc && { id: enc.id, clen: enc.blob.length, written: false, blob: enc.blob };
     }
-    const own = transfer && ownsBuffer(plain) ? plain : this.copyIn(plain);
-    const length = own.length; // own is detached (length 0) once transferred
     const seq = ++this.seq;
-    const r = await this.run({ op: 'encode', seq, plain: own.buffer as ArrayBuffer, offset: 0, length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id, sink }, [own.buffer as ArrayBuffer]);
+    let r: CodecResult;
+    let length: number;
+    const shared = plain.buffer instanceof SharedArrayBuffer;
+    if (shared) {
+      // Shared memory (NFS WRITE records, rpc.ts): the worker reads it where it is. The caller
+      // keeps it unchanged until this resolves, as with any encode.
+      length = plain.length;
+      r = await this.run({ op: 'encode', seq, plain: plain.buffer as SharedArrayBuffer, offset: plain.byteOffset, length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id, sink }, []);
+    } else {
+      const own = transfer && ownsBuffer(plain) ? plain : this.copyIn(plain);
+      length = own.length; // own is detached (length 0) once transferred
+      r = await this.run({ op: 'encode', seq, plain: own.buffer as ArrayBuffer, offset: 0, length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id, sink }, [own.buffer as ArrayBuffer]);
+    }
     if (!r.ok) {
       // Keep the errno (ENOSPC, EDQUOT, EROFS, ...) so callers map a full disk like any other,
       // and give the segment's bytes back: with `transfer` the caller no longer has them, and
       // a write that failed on a full disk can be tried again once space is freed.
       const code = /^(E[A-Z]+): /.exec(r.error)?.[1];
-      const plain = r.spent && r.spent.byteLength >= length ? Buffer.from(r.spent, 0, length) : undefined;
-      throw Object.assign(new Error(r.error), code ? { code } : {}, plain ? { plain } : {});
+      const back = shared ? plain : r.spent && r.spent.byteLength >= length ? Buffer.from(r.spent, 0, length) : undefined;
+      throw Object.assign(new Error(r.error), code ? { code } : {}, back ? { plain: back } : {});
     }
     if (!r.id) return null;
     return { id: r.id, clen: r.clen!, written: !!r.written, blob: r.blob ? Buffer.from(r.blob) : undefined };

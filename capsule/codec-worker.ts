@@ -61,7 +61,7 @@ function writeSegment(sink: SegmentSink, id: string, parts: Buffer[]): boolean {
     sink.spare = undefined;
   }
   try {
-    writer.writeNew(tmp, parts, sink.fsync, reuse);
+    writer.writeNew(tmp, parts, sink.fsync && !sink.syncLater, reuse);
     fs.renameSync(tmp, dest);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
@@ -183,7 +183,8 @@ parentPort!.on('message', (job: CodecJob) => {
   if (res.ok && res.blob) transfer.push(res.blob);
   if (res.ok && res.plain) transfer.push(res.plain);
   // The segment bytes we were given go back for reuse (nothing here refers to them any more).
-  if (job.op === 'encode' && job.plain.byteLength > 0 && !transfer.includes(job.plain)) {
+  // Shared memory stays where it is: it was never ours (codec-pool.ts, encodeAndWrite).
+  if (job.op === 'encode' && job.plain instanceof ArrayBuffer && job.plain.byteLength > 0 && !transfer.includes(job.plain)) {
     res.spent = job.plain;
     transfer.push(job.plain);
   }

@@ -25,6 +25,8 @@ export class DirtyFile {
   readonly releases = new WeakMap<Buffer, () => void>();
   /** A write-behind commit is running for this file. */
   writingBehind = false;
+  /** Settles when the running write-behind commit ends (however it ends). */
+  writeBehindDone: Promise<void> | undefined;
   constructor(readonly capsule: string, readonly ino: number, readonly segSize: number, public size: number, public mtimeMs: number) {}
 
   bytes(): number {

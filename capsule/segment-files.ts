@@ -12,6 +12,8 @@ import type { SegmentSink } from './codec-pool.js';
 
 /** Background deletes in flight at once (see removeDetached()). */
 const REMOVE_LANES = 2;
+/** Segment files synced at once by sync() (the thread pool has four threads by default). */
+const SYNC_LANES = 4;
 /** Spare segment files kept at most (of the segment size: 1 GiB of 1 MiB segments). */
 export const DEFAULT_MAX_SPARES = 1024;
 
@@ -110,6 +112,38 @@ export class SegmentFiles {
       if (this.fsync) await fh.datasync();
     } finally {
       await fh.close();
+    }
+  }
+
+  /**
+   * Make a segment file's data durable (no-op without fsync): queued, SYNC_LANES files at a time
+   * on the thread pool. For segments a codec worker wrote with `syncLater`: each is synced here
+   * as soon as it is written, while the workers go on encoding the next ones, and the commit
+   * that references them waits for these promises. The device flushes are the same as with a
+   * sync in the worker, but no worker waits for one.
+   */
+  sync(id: string): Promise<void> {
+    if (!this.fsync) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.syncQueue.push({ file: this.pathOf(id), resolve, reject });
+      this.pumpSyncs();
+    });
+  }
+
+  private readonly syncQueue: { file: string; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private syncing = 0;
+
+  private pumpSyncs(): void {
+    while (this.syncing < SYNC_LANES && this.syncQueue.length) {
+      const { file, resolve, reject } = this.syncQueue.shift()!;
+      this.syncing++;
+      fsp.open(file, 'r')
+        .then((fh) => fh.datasync().finally(() => fh.close()))
+        .then(resolve, (e: unknown) => reject(fromFsError(e, `syncing segment file ${path.basename(file).slice(0, 16)}`)))
+        .finally(() => {
+          this.syncing--;
+          this.pumpSyncs();
+        });
     }
   }
 

@@ -721,12 +721,15 @@ export class Store implements CapsuleApi {
    * Store one segment's plaintext (deduplicated) and return its address; the caller unpins it
    * once the transaction that references it has committed. All-zero segments return null:
    * they are holes and take no space. With `transfer`, `plain` is handed to a codec worker
-   * without a copy and must not be used afterwards.
+   * without a copy and must not be used afterwards. With `syncs`, the codec worker does not sync
+   * the file it writes: its sync (files.sync) is started here and added to `syncs`, which the
+   * caller must await before it commits anything that references the segment.
    */
-  private async storeSegment(c: Capsule, plain: Buffer, known: Set<string>, transfer = false): Promise<{ id: string; plen: number; clen: number } | null> {
+  private async storeSegment(c: Capsule, plain: Buffer, known: Set<string>, transfer = false, syncs?: Promise<void>[]): Promise<{ id: string; plen: number; clen: number } | null> {
     const plen = plain.length;
     let r: Awaited<ReturnType<CodecPool['encodeAndWrite']>>;
-    const write = (bytes: Buffer) => this.codec.encodeAndWrite(bytes, c.policy.compression, c.keys, this.sinkWithSpare(), transfer);
+    const syncLater = syncs !== undefined && !this.codec.inline; // inline encoding writes (and syncs) files itself
+    const write = (bytes: Buffer) => this.codec.encodeAndWrite(bytes, c.policy.compression, c.keys, this.sinkWithSpare(syncLater), transfer);
     const droppedBefore = this.files.sparesDropped;
     try {
       try {
@@ -761,14 +764,20 @@ export class Store implements CapsuleApi {
         this.unpin(id);
         throw e;
       }
+    } else if (syncLater) {
+      // Also when the worker found the file there: it may be another flush's, not synced yet.
+      const synced = this.files.sync(id);
+      synced.catch(() => undefined); // observed by the caller's allSettled, once its lanes end
+      syncs!.push(synced);
     }
     known.add(id);
     return { id, plen, clen };
   }
 
   /** Where a codec worker writes a new segment: with a spare file to reuse when there is one. */
-  private sinkWithSpare(): SegmentSink {
+  private sinkWithSpare(syncLater = false): SegmentSink {
     const sink = this.files.sink;
+    if (syncLater) sink.syncLater = true;
     if (!this.codec.inline) sink.spare = this.files.takeSpare(); // inline encoding writes no file
     return sink;
   }
@@ -1296,8 +1305,13 @@ export class Store implements CapsuleApi {
     d.size = Math.max(d.size, offset + src.length);
     d.mtimeMs = Date.now();
     if (!adopted) opts.release?.(); // copied: the caller's memory is free again
-    if (this.dirtyBytes() > this.maxDirty) await this.flushFile(c, d);
-    else if (d.segs.size >= WRITE_BEHIND_SEGMENTS && !d.writingBehind) this.writeBehind(c, d);
+    if (this.dirtyBytes() > this.maxDirty) {
+      // Over the limit while this file's write-behind runs: wait for that commit, which frees
+      // its segments and starts the next one, instead of committing everything (the tail
+      // segment too, which the writer is still filling) behind it.
+      if (d.writingBehind) await d.writeBehindDone;
+      else await this.flushFile(c, d);
+    } else if (d.segs.size >= WRITE_BEHIND_SEGMENTS && !d.writingBehind) this.writeBehind(c, d);
     return src.length;
   }
 
@@ -1355,7 +1369,9 @@ export class Store implements CapsuleApi {
   /** Start committing a sequential writer's full segments while it goes on writing. */
   private writeBehind(c: Capsule, d: DirtyFile): void {
     d.writingBehind = true;
-    this.flushFile(c, d, { keepTail: true }).then(
+    const run = this.flushFile(c, d, { keepTail: true });
+    d.writeBehindDone = run.then(() => undefined, () => undefined);
+    run.then(
       () => {
         d.writingBehind = false;
         // The writer may have filled more segments meanwhile: keep going while it stays ahead.
@@ -1430,6 +1446,7 @@ export class Store implements CapsuleApi {
       }
       d.flushing = taken;
       const known = new Set<string>();
+      const syncs: Promise<void>[] = [];
       const stored: { idx: number; seg: { id: string; plen: number; clen: number } | null }[] = [];
       try {
         // Encode and write the dirty segments a few at a time (the buffers are copied to the
@@ -1447,14 +1464,17 @@ export class Store implements CapsuleApi {
             }
             try {
               if (d.unmerged.has(buf)) await this.mergeBase(c, d, idx, buf);
-              stored.push({ idx, seg: await this.storeSegment(c, buf.subarray(0, Math.min(segSize, size - start)), known) });
+              stored.push({ idx, seg: await this.storeSegment(c, buf.subarray(0, Math.min(segSize, size - start)), known, false, syncs) });
             } catch (e) {
               failure ??= e;
             }
           }
         };
         await Promise.all(Array.from({ length: Math.min(PUT_WINDOW, entries.length) }, lane));
+        // Durable before referenced (the workers did not sync the files: see storeSegment).
+        const synced = await Promise.allSettled(syncs);
         if (failure) throw failure;
+        for (const s of synced) if (s.status === 'rejected') throw s.reason;
         const now = Date.now();
         this.db.transaction(() => {
           if (!this.inode(c.row.id, HEAD, d.ino)) return; // unlinked while flushing

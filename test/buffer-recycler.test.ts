@@ -26,4 +26,27 @@ describe('buffer recycler', function () {
     const taken = [pool.take(100).buffer, pool.take(100).buffer, pool.take(100).buffer];
     assert.deepEqual(taken.map((ab) => given.indexOf(ab as ArrayBuffer)), [1, 0, -1], 'the two kept ones, newest first, then new memory');
   });
+
+  it('gives shared memory when asked, and takes it back like any other', () => {
+    const pool = new BufferRecycler({ maxBytes: 4096, shared: true });
+    const a = pool.take(1024);
+    assert.ok(a.buffer instanceof SharedArrayBuffer);
+    pool.give(a.buffer);
+    assert.equal(pool.take(1024).buffer, a.buffer);
+  });
+
+  it('lets go of kept memory once nothing was taken for idleMs, and not while it is in use', async () => {
+    const pool = new BufferRecycler({ maxBytes: 1 << 20, idleMs: 100 });
+    pool.give(new ArrayBuffer(1000));
+    pool.give(new ArrayBuffer(1000));
+    // In use: a take every few ms, for three idle periods, keeps the (given back) memory.
+    for (let i = 0; i < 60; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+      pool.give(pool.take(1000).buffer as ArrayBuffer);
+    }
+    assert.equal(pool.keptBytes, 2000, 'kept while taken from');
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(pool.keptBytes, 0, 'idle: let go');
+    assert.notEqual(pool.take(1000).byteLength, 0, 'and it still serves');
+  });
 });

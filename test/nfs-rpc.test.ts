@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { Store } from '../capsule/store.js';
 import { NfsServer } from '../gateway/nfs/server.js';
-import { AcceptStat, AuthFlavor, AuthStat, MsgType, RejectStat, ReplyStat, RpcError, RpcServer, type RpcProcedure } from '../gateway/nfs/rpc.js';
+import { AcceptStat, AuthFlavor, AuthStat, MsgType, RejectStat, ReplyStat, RpcError, RpcServer, type RpcConnectionInfo, type RpcProcedure } from '../gateway/nfs/rpc.js';
 import { decodeReply, encodeCall, RecordReader, RpcClient, type RpcReply } from '../gateway/nfs/rpc-client.js';
 import { XdrWriter } from '../gateway/nfs/xdr.js';
 import { NFS_PROGRAM, NFS_V3, Proc3 } from '../gateway/nfs/nfs3.js';
@@ -337,11 +337,13 @@ describe('nfs rpc server: reusable record memory', function () {
   const held: { data: Buffer; copy: Buffer; release?: () => void }[] = [];
   const HOLD = 1;
   const IGNORE = 2;
+  let lastConn: RpcConnectionInfo | undefined;
 
   before(async () => {
     server = new RpcServer();
     const procs = new Map<number, RpcProcedure>([
       [HOLD, (call, res) => {
+        lastConn = call.conn;
         const data = call.args.opaque();
         held.push({ data, copy: Buffer.from(data), release: call.recycleRecord?.() });
         res.uint32(data.length);
@@ -381,6 +383,30 @@ describe('nfs rpc server: reusable record memory', function () {
     assert.equal(c.data.buffer, a.data.buffer, 'released: the memory is reused');
     assert.deepEqual(c.data, c.copy);
     assert.equal(server.records.keptBytes, 0);
+  });
+
+  it('reads large records in place into shared memory on its own connections; a socket handed to accept() is read as it comes', async () => {
+    const a = await send(HOLD, 300_000, 11);
+    assert.ok(a.data.buffer instanceof SharedArrayBuffer, 'pooled records are shared memory (codec workers read them where they are)');
+    assert.equal(lastConn?.readsInPlace, true, 'a connection our listener accepted reads in place');
+    a.release!();
+    // The same server, fed a socket accepted elsewhere: Node's own chunks, same records.
+    const other = net.createServer((s) => server.accept(s));
+    await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+    const c2 = await RpcClient.connect((other.address() as net.AddressInfo).port);
+    try {
+      for (const size of [10, 70_000, 300_000]) {
+        const r = await c2.call(PROG, 1, HOLD, new XdrWriter(size + 8).opaque(Buffer.alloc(size, 12)).toBuffer());
+        assert.equal(r.body.uint32(), size);
+        const h = held[held.length - 1]!;
+        assert.deepEqual(h.data, Buffer.alloc(size, 12));
+        assert.equal(lastConn?.readsInPlace, false);
+        h.release?.();
+      }
+    } finally {
+      c2.close();
+      await new Promise<void>((r) => other.close(() => r()));
+    }
   });
 
   it('never reuses a record whose procedure did not ask', async () => {

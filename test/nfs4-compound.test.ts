@@ -611,7 +611,7 @@ describe('nfs4 COMPOUND (protocol level)', function () {
     await store.createFile('photos', 'records.bin');
     const c = await client();
     const fh = await c.lookupPath('/photos/records.bin');
-    const given: ArrayBuffer[] = [];
+    const given: (ArrayBuffer | SharedArrayBuffer)[] = [];
     const records = nfs.rpc.records;
     const give = records.give.bind(records);
     records.give = (ab) => {

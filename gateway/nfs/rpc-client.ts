@@ -6,6 +6,8 @@
 import net from 'node:net';
 import { AcceptStat, AuthFlavor, encodeAuthSys, MsgType, ReplyStat, RPC_VERSION, type AuthSys } from './rpc.js';
 import { XdrReader, XdrWriter } from './xdr.js';
+import { RecordAssembler } from './record-marking.js';
+import { BufferRecycler } from '../../capsule/buffer-recycler.js';
 
 export interface RpcReply {
   xid: number;
@@ -61,41 +63,20 @@ export function decodeReply(record: Buffer): RpcReply {
   return out;
 }
 
-/** Splits a TCP byte stream into RPC records (all fragments joined). */
+/** Splits a TCP byte stream into RPC records (all fragments joined): the server's record marking, unbounded. */
 export class RecordReader {
-  /** Received bytes not yet consumed, as chunks (joined only once a whole fragment is there). */
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  private frags: Buffer[] = [];
+  private readonly records: RecordAssembler;
 
-  constructor(private readonly onRecord: (rec: Buffer) => void) {}
-
-  private take(n: number): Buffer {
-    const joined = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
-    const out = joined.subarray(0, n);
-    const rest = joined.subarray(n);
-    this.chunks = rest.length ? [rest] : [];
-    this.buffered = rest.length;
-    return out;
+  constructor(onRecord: (rec: Buffer) => void) {
+    // A client trusts its server's sizes; memory of large replies is not reused (no pool budget).
+    this.records = new RecordAssembler(Number.MAX_SAFE_INTEGER, new BufferRecycler({ maxBytes: 0 }), {
+      record: (rec) => onRecord(rec),
+      tooLarge: () => undefined,
+    });
   }
 
   push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    for (;;) {
-      if (this.buffered < 4) return;
-      if (this.chunks[0]!.length < 4) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
-      const h = this.chunks[0]!.readUInt32BE(0);
-      const len = h & 0x7fffffff;
-      if (this.buffered < 4 + len) return;
-      const frag = this.take(4 + len).subarray(4);
-      this.frags.push(frag);
-      if (h & 0x80000000) {
-        const rec = this.frags.length === 1 ? this.frags[0]! : Buffer.concat(this.frags);
-        this.frags = [];
-        this.onRecord(rec);
-      }
-    }
+    this.records.push(chunk);
   }
 }
 

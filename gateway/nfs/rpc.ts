@@ -17,6 +17,8 @@ import net from 'node:net';
 import { silentLogger, type Logger } from '../../capsule/log.js';
 import { XdrError, XdrReader, XdrWriter } from './xdr.js';
 import { BufferRecycler } from '../../capsule/buffer-recycler.js';
+import { RecordAssembler } from './record-marking.js';
+import { withUserBufferReads } from './user-buffer-socket.js';
 
 export const RPC_VERSION = 2;
 
@@ -67,6 +69,8 @@ export interface RpcConnectionInfo {
   remoteAddress: string;
   remotePort: number;
   localPort: number;
+  /** Reads land in memory the server chose (large records: their own), not in Node's chunks. */
+  readsInPlace: boolean;
 }
 
 export interface RpcCall {
@@ -161,7 +165,20 @@ export interface RpcServerOptions {
   maxRecordSize?: number;
   /** Calls of one connection in progress at once before reading from it pauses. */
   maxInFlight?: number;
+  /** Memory of large records kept for reuse (RECORD_POOL_BYTES by default). */
+  recordPoolBytes?: number;
 }
+
+/**
+ * Record memory kept for reuse: a sequential writer's WRITE records stay with the store until
+ * it commits them (the default dirty window, capsule/store.ts, is 64 MiB, and a commit in
+ * progress holds as much again), and come back in batches. A smaller pool drops part of each
+ * batch and the writer then takes fresh memory, zeroed, for about two records in five
+ * (measured: 32 MiB, 1 GiB nfs-cp).
+ */
+export const RECORD_POOL_BYTES = 128 << 20;
+/** Kept record memory goes once no record was taken for this long. */
+const RECORD_POOL_IDLE_MS = 10_000;
 
 export interface RpcStats {
   connections: number;
@@ -174,13 +191,11 @@ export interface RpcStats {
 /** Default record limit: a 1 MiB WRITE plus generous room for its headers. */
 export const DEFAULT_MAX_RECORD = (1 << 20) + (64 << 10);
 
-/** Records from this size up are assembled in reusable memory (RpcServer.records): bulk WRITEs. */
-const POOLED_RECORD_MIN = 64 << 10;
-
 export class RpcServer {
   readonly stats: RpcStats = { connections: 0, calls: 0, garbage: 0, systemErrors: 0, protocolErrors: 0 };
   /** Memory of large records, shared by every connection (see RpcCall.recycleRecord). */
-  readonly records = new BufferRecycler({ maxBytes: 32 << 20 });
+  // Shared memory: the codec workers hash and write WRITE data where it was received, no copy.
+  readonly records: BufferRecycler;
   private readonly programs = new Map<number, Map<number, RpcProgram>>();
   private readonly listeners = new Set<net.Server>();
   private readonly conns = new Set<Connection>();
@@ -195,6 +210,7 @@ export class RpcServer {
     this.log = opts.logger ?? silentLogger;
     this.maxRecordSize = opts.maxRecordSize ?? DEFAULT_MAX_RECORD;
     this.maxInFlight = opts.maxInFlight ?? 128;
+    this.records = new BufferRecycler({ maxBytes: opts.recordPoolBytes ?? RECORD_POOL_BYTES, shared: true, idleMs: RECORD_POOL_IDLE_MS });
   }
 
   register(p: RpcProgram): void {
@@ -212,7 +228,8 @@ export class RpcServer {
 
   /** Start accepting connections; resolves with the bound port. */
   listen(port: number, host = '0.0.0.0'): Promise<net.Server> {
-    const srv = net.createServer({ noDelay: true }, (s) => this.accept(s));
+    // Paused on connect: nothing is read before the connection chooses where reads land.
+    const srv = net.createServer({ noDelay: true, pauseOnConnect: true }, (s) => this.serve(s, true));
     this.listeners.add(srv);
     return new Promise((resolve, reject) => {
       srv.once('error', (e) => {
@@ -229,10 +246,14 @@ export class RpcServer {
 
   /** Serve one already connected socket (listen() calls this; tests may too). */
   accept(socket: net.Socket): void {
-    const conn = new Connection(this, socket, this.nextConnId++);
+    this.serve(socket, false);
+  }
+
+  private serve(socket: net.Socket, ownAccept: boolean): void {
+    const conn = new Connection(this, socket, this.nextConnId++, ownAccept);
     this.conns.add(conn);
     this.stats.connections++;
-    socket.once('close', () => this.conns.delete(conn));
+    conn.sock.once('close', () => this.conns.delete(conn));
   }
 
   /** Stop listening, drop every connection, and wait (up to `graceMs`) for running calls. */
@@ -250,6 +271,7 @@ export class RpcServer {
       ]);
       clearTimeout(timer);
     }
+    this.records.clear();
   }
 
   /** Version range registered for a program (for PROG_MISMATCH), or undefined. */
@@ -285,31 +307,41 @@ function deniedHeader(xid: number, stat: number): XdrWriter {
 class Connection {
   private readonly info: RpcConnectionInfo;
   private readonly log: Logger;
-  /** Partial record-mark header. */
-  private readonly hdr = Buffer.alloc(4);
-  private hdrFill = 0;
-  /** Bytes of the current fragment still to come; -1 while reading a header. */
-  private fragLeft = -1;
-  private fragLast = false;
-  private pieces: Buffer[] = [];
-  private recordSize = 0;
+  private readonly records: RecordAssembler;
+  private readonly socket: net.Socket;
   private inFlight = 0;
   private writeBlocked = false;
   private dead = false;
 
-  constructor(private readonly server: RpcServer, private readonly socket: net.Socket, id: number) {
-    this.info = { id, remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0, localPort: socket.localPort ?? 0 };
-    this.log = server.log.child({ conn: id, peer: `${this.info.remoteAddress}:${this.info.remotePort}` });
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, 60_000);
-    socket.on('data', (chunk: Buffer) => {
+  /**
+   * `accepted`: a socket our listener accepted paused; its reads are re-made to land in memory
+   * the record assembler chooses (user-buffer-socket.ts). Any other socket is read as it comes.
+   */
+  constructor(private readonly server: RpcServer, accepted: net.Socket, id: number, ownAccept: boolean) {
+    this.records = new RecordAssembler(server.maxRecordSize, server.records, {
+      record: (record, pooled) => this.dispatch(record, pooled),
+      tooLarge: (bytes, max) => this.protocolError('rpc.record.too_large', { bytes, max }),
+    });
+    const guarded = (fn: () => void) => {
       try {
-        this.onData(chunk);
+        fn();
       } catch (e) {
         this.log.error('rpc.conn.failed', { err: e });
         this.destroy();
       }
-    });
+    };
+    const direct = ownAccept
+      ? withUserBufferReads(accepted, {
+        buffer: () => this.records.nextBuffer(),
+        callback: (n) => guarded(() => this.records.filled(n)),
+      })
+      : null;
+    const socket = (this.socket = direct ?? accepted);
+    this.info = { id, remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0, localPort: socket.localPort ?? 0, readsInPlace: direct !== null };
+    this.log = server.log.child({ conn: id, peer: `${this.info.remoteAddress}:${this.info.remotePort}` });
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 60_000);
+    if (!direct) socket.on('data', (chunk: Buffer) => guarded(() => this.records.push(chunk)));
     socket.on('drain', () => {
       this.writeBlocked = false;
       this.flowControl();
@@ -317,13 +349,19 @@ class Connection {
     socket.on('error', (e) => this.log.debug('rpc.conn.error', { err: e }));
     socket.on('close', () => {
       this.dead = true;
-      this.pieces = [];
+      this.records.stop();
     });
+    if (ownAccept) socket.resume(); // accepted paused (or re-made): start reading
+  }
+
+  /** The socket this connection reads and writes (the re-made one, with user-buffer reads). */
+  get sock(): net.Socket {
+    return this.socket;
   }
 
   destroy(): void {
     this.dead = true;
-    this.pieces = [];
+    this.records.stop();
     this.socket.destroy();
   }
 
@@ -339,55 +377,6 @@ class Connection {
     this.server.stats.protocolErrors++;
     this.log.warn(event, fields);
     this.destroy();
-  }
-
-  private onData(chunk: Buffer): void {
-    let off = 0;
-    while (off < chunk.length && !this.dead) {
-      if (this.fragLeft < 0) {
-        const n = Math.min(4 - this.hdrFill, chunk.length - off);
-        chunk.copy(this.hdr, this.hdrFill, off, off + n);
-        this.hdrFill += n;
-        off += n;
-        if (this.hdrFill < 4) return;
-        this.hdrFill = 0;
-        const h = this.hdr.readUInt32BE(0);
-        const len = h & 0x7fffffff;
-        this.fragLast = (h & LAST_FRAGMENT) !== 0;
-        // Checked on the header, before any of the data is buffered.
-        if (this.recordSize + len > this.server.maxRecordSize) {
-          this.protocolError('rpc.record.too_large', { bytes: this.recordSize + len, max: this.server.maxRecordSize });
-          return;
-        }
-        this.fragLeft = len;
-        if (len === 0) this.fragmentDone();
-        continue;
-      }
-      const take = Math.min(this.fragLeft, chunk.length - off);
-      // A view, not a copy: a record wholly inside one chunk is handed on as is.
-      this.pieces.push(chunk.subarray(off, off + take));
-      this.fragLeft -= take;
-      this.recordSize += take;
-      off += take;
-      if (this.fragLeft === 0) this.fragmentDone();
-    }
-  }
-
-  private fragmentDone(): void {
-    this.fragLeft = -1;
-    if (!this.fragLast) return;
-    let record: Buffer;
-    let pooled = false;
-    if (this.pieces.length === 1) record = this.pieces[0]!;
-    else if (this.recordSize >= POOLED_RECORD_MIN) {
-      record = this.server.records.take(this.recordSize);
-      pooled = true;
-      let at = 0;
-      for (const piece of this.pieces) at += piece.copy(record, at);
-    } else record = Buffer.concat(this.pieces, this.recordSize);
-    this.pieces = [];
-    this.recordSize = 0;
-    this.dispatch(record, pooled);
   }
 
   private dispatch(record: Buffer, pooled = false): void {
@@ -478,7 +467,7 @@ class Connection {
     call.recycleRecord = undefined; // one holder per record
     let users = 2;
     const done = () => {
-      if (--users === 0) this.server.records.give(record.buffer as ArrayBuffer);
+      if (--users === 0) this.server.records.give(record.buffer);
     };
     (call.afterReply ??= []).push(done);
     let released = false;
