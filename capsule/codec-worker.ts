@@ -147,10 +147,12 @@ parentPort!.on('message', (job: CodecJob) => {
       } else blob = Buffer.from(job.blob!);
       if (!blob) res = { seq: job.seq, ok: true, missing: true };
       else {
+        // Encrypted: the plaintext is decrypted into the store's slot when it is given one.
+        const into = job.dataKey && job.slot ? Buffer.from(job.slot.memory, job.slot.offset, job.slot.bytes) : undefined;
         const plain = decodeSegment(job.id, blob, Buffer.from(job.hashKey), (keyId) => {
           if (job.dataKey && job.dataKeyId === keyId) return Buffer.from(job.dataKey);
           throw new NeedKey(keyId);
-        });
+        }, false, into);
         if (job.slot && plain.buffer === job.slot.memory) {
           // verified where it was read: the store's slot already holds the plaintext
           res = { seq: job.seq, ok: true, inSlot: true, plainOffset: plain.byteOffset, plainLength: plain.length };

@@ -830,11 +830,12 @@ export class Store implements CapsuleApi {
       this.log.error('segment.integrity', { capsule: c.row.id, file: p, offset, segment: seg, reason });
       return new IntegrityError(c.row.name, p, offset, reason, seg);
     };
-    // What the cache will keep goes into pooled memory (segment-pool.ts). Unencrypted segments
-    // only: their plaintext is the file's bytes in place, so the worker reads the file into the
-    // slot (O_DIRECT when streaming) and verifies it there. Decrypted or decompressed plaintext
-    // is the output of a transform, in a buffer of its own.
-    const slot = cache && !c.keys.dataKey && !this.closed ? this.pool?.take(SegmentPool.slotBytesFor(c.policy.segmentSize, SEGMENT_FRAMING_BYTES)) ?? null : null;
+    // What the cache will keep goes into pooled memory (segment-pool.ts). Unencrypted segments:
+    // their plaintext is the file's bytes in place, so the worker reads the file into the slot
+    // (O_DIRECT when streaming) and verifies it there. Encrypted ones: the worker decrypts into
+    // the slot. Decompressed plaintext is a transform's output in a buffer of its own (the slot
+    // then goes back at once).
+    const slot = cache && !this.closed ? this.pool?.take(SegmentPool.slotBytesFor(c.policy.segmentSize, SEGMENT_FRAMING_BYTES)) ?? null : null;
     let plain: Buffer | null;
     try {
       // The worker reads the file too: the event loop only learns the verified plaintext.

@@ -119,3 +119,49 @@ describe('segment codec', function () {
     }
   });
 });
+
+describe('segment codec: decrypting into given memory', function () {
+  const dataKey = { id: 7, key: crypto.randomBytes(32) };
+  const keyOf = (id: number) => {
+    assert.equal(id, 7);
+    return dataKey.key;
+  };
+  const encrypted = (plain: Buffer, codec: 'none' | 'gzip' = 'none') => {
+    const id = segmentAddress(hashKey, plain);
+    return { id, blob: encodeSegment(id, plain, codec, { hashKey, dataKey }) };
+  };
+
+  it('decrypts an uncompressed segment into `into` (a view of it comes back), in pieces that fit no boundary', () => {
+    for (const size of [1, 65_535, 65_536, 65_537, 300_001, 1 << 20]) {
+      const plain = prand(size, size);
+      const { id, blob } = encrypted(plain);
+      const into = Buffer.alloc(size + 100, 0xaa);
+      const out = decodeSegment(id, blob, hashKey, keyOf, false, into);
+      assert.equal(out.buffer, into.buffer, `${size}: a view of the given memory`);
+      assert.equal(out.byteOffset, into.byteOffset);
+      assert.ok(out.equals(plain), `${size}: the plaintext`);
+      assert.equal(into[size], 0xaa, 'nothing written past it');
+    }
+  });
+
+  it('refuses a damaged segment decrypted into `into` as it refuses any other', () => {
+    const plain = prand(200_000, 3);
+    const { id, blob } = encrypted(plain);
+    for (const at of [HEADER_BYTES + 12 + 5, HEADER_BYTES + 12 + 150_000, blob.length - 3]) {
+      const bad = Buffer.from(blob);
+      bad[at] ^= 1;
+      assert.throws(() => decodeSegment(id, bad, hashKey, keyOf, false, Buffer.alloc(300_000)), /tag mismatch/, `byte ${at}`);
+    }
+  });
+
+  it('leaves `into` alone when it is too small or the segment is compressed', () => {
+    const plain = Buffer.alloc(100_000, 'compressible ');
+    for (const [codec, room] of [['none', 99_999], ['gzip', 200_000]] as const) {
+      const { id, blob } = encrypted(plain, codec);
+      const into = Buffer.alloc(room);
+      const out = decodeSegment(id, blob, hashKey, keyOf, false, into);
+      assert.notEqual(out.buffer, into.buffer, `${codec}: a buffer of its own`);
+      assert.ok(out.equals(plain));
+    }
+  });
+});

@@ -5,7 +5,7 @@ import { HeldBytes, SLOT_ALIGN, SegmentPool } from '../capsule/segment-pool.js';
 import { Store } from '../capsule/store.js';
 import { validatePolicy } from '../capsule/policy.js';
 import { IntegrityError } from '../capsule/errors.js';
-import { tmpDir, rmrf, prand } from './helpers/tmp.js';
+import { tmpDir, rmrf, prand, segmentFiles } from './helpers/tmp.js';
 
 const MiB = 1 << 20;
 
@@ -186,23 +186,54 @@ for (const base of where) describe(`segment pool: the store reads into pooled me
     store = Store.open(dir, { cacheBytes: 4 * MiB, fsync: false, segmentPool: pool }); // for afterEach
   });
 
-  it('compressed and encrypted capsules keep plaintext of their own: slots used for a read go straight back', async () => {
-    for (const [name, policy] of [['z', { compression: 'zstd', encryption: false }], ['e', { compression: 'none', encryption: true }]] as const) {
-      await store.create({ name, policy: validatePolicy({ segmentSize: MiB, ...policy }) });
-      await store.createFile(name, 'f');
-      const text = Buffer.alloc(3 * MiB, `compressible ${name} `);
-      await store.write(name, 'f', 0, text);
-      const before = pool.snapshot();
-      for (let i = 0; i < 3; i++) {
-        const h = await store.readHeld(name, 'f', i * MiB, MiB);
-        assert.ok(h.data.equals(text.subarray(i * MiB, (i + 1) * MiB)));
-        assert.ok(!(h.data.buffer instanceof SharedArrayBuffer), 'not in a slot');
+  it('compressed capsules keep plaintext of their own: slots used for a read go straight back', async () => {
+    await store.create({ name: 'z', policy: validatePolicy({ segmentSize: MiB, compression: 'zstd', encryption: false }) });
+    await store.createFile('z', 'f');
+    const text = Buffer.alloc(3 * MiB, 'compressible z ');
+    await store.write('z', 'f', 0, text);
+    const before = pool.snapshot();
+    for (let i = 0; i < 3; i++) {
+      const h = await store.readHeld('z', 'f', i * MiB, MiB);
+      assert.ok(h.data.equals(text.subarray(i * MiB, (i + 1) * MiB)));
+      assert.ok(!(h.data.buffer instanceof SharedArrayBuffer), 'not in a slot');
+      h.release();
+    }
+    await new Promise((r) => setImmediate(r));
+    assert.equal(pool.snapshot().inUse, before.inUse, 'no slot stays in use');
+  });
+
+  it('encrypted capsules are decrypted into pooled memory, reused as safely as plaintext read in place', async () => {
+    await store.create({ name: 'e', policy: validatePolicy({ segmentSize: MiB, compression: 'none', encryption: true }) });
+    await store.createFile('e', 'f');
+    const N = 12; // three times the cache
+    const secret = prand(N * MiB, 12);
+    await store.write('e', 'f', 0, secret);
+    const passE = async () => {
+      for (let i = 1; i < N; i++) {
+        const h = await store.readHeld('e', 'f', i * MiB, MiB);
+        assert.ok(h.data.equals(secret.subarray(i * MiB, (i + 1) * MiB)), `segment ${i} decrypts`);
+        assert.ok(h.data.buffer instanceof SharedArrayBuffer, 'decrypted into a slot');
         h.release();
       }
-      await new Promise((r) => setImmediate(r));
-      const after = pool.snapshot();
-      assert.equal(after.inUse, before.inUse, `${name}: no slot stays in use`);
-      if (name === 'e') assert.equal(after.taken, before.taken, 'encrypted loads take no slot');
+    };
+    const before = pool.snapshot();
+    const held = await store.readHeld('e', 'f', 0, MiB);
+    await passE();
+    await passE(); // evicted and decrypted again: into reused slots
+    assert.ok(pool.snapshot().reused > before.reused, 'slots were reused');
+    assert.ok(held.data.equals(secret.subarray(0, MiB)), 'a held segment is not overwritten meanwhile');
+    held.release();
+    // A damaged ciphertext fails its tag: IntegrityError, and the slot it was decrypted into goes back.
+    for (const f of segmentFiles(dir)) {
+      const b = fs.readFileSync(f);
+      if (b.readUInt8(6) !== 1) continue; // encrypted segments only
+      b[b.length >> 1] ^= 0xff;
+      fs.writeFileSync(f, b);
     }
+    await store.close();
+    store = Store.open(dir, { cacheBytes: 4 * MiB, fsync: false, segmentPool: pool });
+    await assert.rejects(store.readHeld('e', 'f', 5 * MiB, MiB), IntegrityError);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(pool.snapshot().inUse, 0, 'the failed load holds no slot');
   });
 });
