@@ -8,6 +8,11 @@ export class SegmentCache {
   private bytes = 0;
   constructor(private readonly budget: number, private readonly onEvict: (data: Buffer) => void = () => {}) {}
 
+  /** The byte budget. */
+  get capacity(): number {
+    return this.budget;
+  }
+
   get(id: string): Buffer | undefined {
     const v = this.map.get(id);
     if (v) {
