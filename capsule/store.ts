@@ -1140,6 +1140,13 @@ export class Store implements CapsuleApi {
     const to = current + ahead;
     this.prefetchedTo.set(streamKey, to);
     const exts = this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx BETWEEN ? AND ?').all(c.row.id, ino, from, to) as ExtentRow[];
+    // The stream's read memo learns these rows too (a missing row is a hole): its reads of
+    // these segments then need no query of their own (tryReadSyncHeld).
+    const memo = this.readMemos.get(`${c.row.id}:${p}`);
+    if (memo && memo.mutations === this.mutations && memo.node.ino === ino && memo.extents.size + (to - from) <= 4096) {
+      for (let idx = from; idx <= to; idx++) memo.extents.set(idx, null);
+      for (const e of exts) memo.extents.set(e.idx, e);
+    }
     for (const e of exts) {
       const buffered = d?.lookup(e.idx);
       if (!buffered || d!.unmerged.has(buffered)) this.holdSegment(c, p, e.idx, e.seg, true, true).then((h) => h.release(), () => {});

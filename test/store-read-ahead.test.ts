@@ -59,4 +59,37 @@ describe('capsule store: read-ahead', function () {
       }
     });
   }
+
+  it('a stream read through tryReadSyncHeld takes its extent rows from the read-ahead query, not one query per segment', async () => {
+    dir = tmpDir();
+    store = Store.open(dir, { cacheBytes: 256 << 20, fsync: false });
+    await store.create({ id: 'c', policy });
+    const data = prand(SEGMENTS * SEG, 6);
+    await store.put('c', 'f', chunks(data));
+    const inner = store as unknown as { extent: (...a: unknown[]) => unknown };
+    const extent = inner.extent.bind(store);
+    let lookups = 0;
+    inner.extent = (...a: unknown[]) => {
+      lookups++;
+      return extent(...a);
+    };
+    try {
+      let syncHits = 0;
+      for (let idx = 0; idx < SEGMENTS; idx++) {
+        const sync = store.tryReadSyncHeld('c', 'f', idx * SEG, SEG);
+        const h = sync ?? (await store.readHeld('c', 'f', idx * SEG, SEG));
+        if (sync) syncHits++;
+        assert.ok(h.data.equals(data.subarray(idx * SEG, (idx + 1) * SEG)), `segment ${idx}`);
+        h.release();
+        await new Promise((r) => setTimeout(r, 2)); // the read-ahead runs between reads
+      }
+      assert.ok(syncHits > SEGMENTS / 2, `most reads are cache hits (${syncHits})`);
+      assert.ok(lookups <= 4, `per-segment extent lookups: ${lookups}`);
+      // A change to the file's metadata is seen: the memo is dropped, rows are looked up again.
+      await store.truncate('c', 'f', 10 * SEG);
+      assert.equal(store.tryReadSyncHeld('c', 'f', 20 * SEG, SEG)?.data.length, 0, 'past the new end');
+    } finally {
+      inner.extent = extent;
+    }
+  });
 });
