@@ -19,8 +19,8 @@ export interface SegmentSink {
   /** Write segment bodies with O_DIRECT where the filesystem allows it (see direct-write.ts). */
   direct: boolean;
   /**
-   * The caller syncs the file itself before anything refers to it (SegmentFiles.syncAll, once
-   * for a batch of segments): the worker writes it and goes on to the next segment.
+   * The caller syncs the file itself before anything refers to it (SegmentFiles.sync, started
+   * as each file is written): the worker writes it and goes on to the next segment.
    */
   syncLater?: boolean;
   /**
