@@ -193,8 +193,10 @@ export const DEFAULT_MAX_RECORD = (1 << 20) + (64 << 10);
 
 export class RpcServer {
   readonly stats: RpcStats = { connections: 0, calls: 0, garbage: 0, systemErrors: 0, protocolErrors: 0 };
-  /** Memory of large records, shared by every connection (see RpcCall.recycleRecord). */
-  // Shared memory: the codec workers hash and write WRITE data where it was received, no copy.
+  /**
+   * Memory of large records, shared by every connection (see RpcCall.recycleRecord). Shared
+   * memory, so the codec workers hash and write WRITE data where it was received, with no copy.
+   */
   readonly records: BufferRecycler;
   private readonly programs = new Map<number, Map<number, RpcProgram>>();
   private readonly listeners = new Set<net.Server>();
