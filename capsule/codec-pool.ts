@@ -172,20 +172,17 @@ export class CodecPool {
       const enc = encodeInline(plain, codec, keys);
       return enc && { id: enc.id, clen: enc.blob.length, written: false, blob: enc.blob };
     }
-    const seq = ++this.seq;
-    let r: CodecResult;
-    let length: number;
+    // Shared memory (NFS WRITE records, rpc.ts) goes to the worker by reference: it reads the
+    // bytes where they are, and the caller keeps them unchanged until this resolves. Other
+    // bytes go in a buffer of their own, moved (transferred), not cloned.
     const shared = plain.buffer instanceof SharedArrayBuffer;
-    if (shared) {
-      // Shared memory (NFS WRITE records, rpc.ts): the worker reads it where it is. The caller
-      // keeps it unchanged until this resolves, as with any encode.
-      length = plain.length;
-      r = await this.run({ op: 'encode', seq, plain: plain.buffer as SharedArrayBuffer, offset: plain.byteOffset, length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id, sink }, []);
-    } else {
-      const own = transfer && ownsBuffer(plain) ? plain : this.copyIn(plain);
-      length = own.length; // own is detached (length 0) once transferred
-      r = await this.run({ op: 'encode', seq, plain: own.buffer as ArrayBuffer, offset: 0, length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id, sink }, [own.buffer as ArrayBuffer]);
-    }
+    const own = shared ? plain : transfer && ownsBuffer(plain) ? plain : this.copyIn(plain);
+    const length = own.length; // own is detached (length 0) once transferred
+    const seq = ++this.seq;
+    const r = await this.run(
+      { op: 'encode', seq, plain: own.buffer, offset: own.byteOffset, length, codec, hashKey: keys.hashKey, dataKey: keys.dataKey?.key, dataKeyId: keys.dataKey?.id, sink },
+      shared ? [] : [own.buffer as ArrayBuffer],
+    );
     if (!r.ok) {
       // Keep the errno (ENOSPC, EDQUOT, EROFS, ...) so callers map a full disk like any other,
       // and give the segment's bytes back: with `transfer` the caller no longer has them, and

@@ -23,10 +23,8 @@ export class DirtyFile {
    * that memory is then left to the garbage collector, since the view may outlive the commit.
    */
   readonly releases = new WeakMap<Buffer, () => void>();
-  /** A write-behind commit is running for this file. */
-  writingBehind = false;
-  /** Settles when the running write-behind commit ends (however it ends). */
-  writeBehindDone: Promise<void> | undefined;
+  /** The write-behind commit running for this file, if any; it settles when it ends (however). */
+  writingBehind: Promise<void> | undefined;
   constructor(readonly capsule: string, readonly ino: number, readonly segSize: number, public size: number, public mtimeMs: number) {}
 
   bytes(): number {

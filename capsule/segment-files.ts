@@ -124,28 +124,22 @@ export class SegmentFiles {
    */
   sync(id: string): Promise<void> {
     if (!this.fsync) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      this.syncQueue.push({ file: this.pathOf(id), resolve, reject });
-      this.pumpSyncs();
+    const file = this.pathOf(id);
+    return this.syncLanes.run(async () => {
+      try {
+        const fh = await fsp.open(file, 'r');
+        try {
+          await fh.datasync();
+        } finally {
+          await fh.close();
+        }
+      } catch (e) {
+        throw fromFsError(e, `syncing segment file ${id.slice(0, 16)}`);
+      }
     });
   }
 
-  private readonly syncQueue: { file: string; resolve: () => void; reject: (e: unknown) => void }[] = [];
-  private syncing = 0;
-
-  private pumpSyncs(): void {
-    while (this.syncing < SYNC_LANES && this.syncQueue.length) {
-      const { file, resolve, reject } = this.syncQueue.shift()!;
-      this.syncing++;
-      fsp.open(file, 'r')
-        .then((fh) => fh.datasync().finally(() => fh.close()))
-        .then(resolve, (e: unknown) => reject(fromFsError(e, `syncing segment file ${path.basename(file).slice(0, 16)}`)))
-        .finally(() => {
-          this.syncing--;
-          this.pumpSyncs();
-        });
-    }
-  }
+  private readonly syncLanes = new Lanes(SYNC_LANES);
 
   /** The stored blob, or null when the file is missing. */
   async read(id: string): Promise<Buffer | null> {
@@ -187,20 +181,7 @@ export class SegmentFiles {
    * it then).
    */
   removeDetached(file: string): Promise<number> {
-    return new Promise<number>((resolve) => {
-      this.removals.push({ file, resolve });
-      this.pumpRemovals();
-    });
-  }
-
-  private detachedCount = 0;
-  private readonly removals: { file: string; resolve: (bytes: number) => void }[] = [];
-  private removing = 0;
-
-  private pumpRemovals(): void {
-    while (this.removing < REMOVE_LANES && this.removals.length) {
-      const { file, resolve } = this.removals.shift()!;
-      this.removing++;
+    return this.removeLanes.run(() =>
       fsp.stat(file)
         .then(({ size }) => {
           if (this.spares.length < this.maxSpares) {
@@ -209,14 +190,11 @@ export class SegmentFiles {
           }
           return fsp.unlink(file).then(() => size);
         })
-        .catch(() => 0)
-        .then((bytes) => {
-          this.removing--;
-          resolve(bytes);
-          this.pumpRemovals();
-        });
-    }
+        .catch(() => 0));
   }
+
+  private detachedCount = 0;
+  private readonly removeLanes = new Lanes(REMOVE_LANES);
 
   /**
    * Synchronous: GC unlinks in the same tick it drops the rows (no race with puts); or, while
@@ -260,5 +238,30 @@ export class SegmentFiles {
       n++;
     }
     return n;
+  }
+}
+
+/** Runs queued tasks, at most `width` at a time, in the order they came. */
+class Lanes {
+  private readonly queue: (() => void)[] = [];
+  private running = 0;
+
+  constructor(private readonly width: number) {}
+
+  run<T>(task: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push(() => {
+        this.running++;
+        task().then(resolve, reject).finally(() => {
+          this.running--;
+          this.pump();
+        });
+      });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.running < this.width && this.queue.length) this.queue.shift()!();
   }
 }

@@ -131,6 +131,8 @@ const READ_AHEAD = 8;
 const MAX_PREFETCH = 24;
 /** Full dirty segments of one file that start a background commit (write-behind). */
 const WRITE_BEHIND_SEGMENTS = 4;
+/** A stream's read memo: per capsule and path as the reader names it (tryReadSyncHeld). */
+const readMemoKey = (c: Capsule, p: string) => `${c.row.id}:${p}`;
 interface ReadMemo {
   mutations: number;
   node: InodeRow;
@@ -775,7 +777,7 @@ export class Store implements CapsuleApi {
     } else if (syncLater) {
       // Also when the worker found the file there: it may be another flush's, not synced yet.
       const synced = this.files.sync(id);
-      synced.catch(() => undefined); // observed by the caller's allSettled, once its lanes end
+      synced.catch(() => undefined); // the caller awaits it after its other writes (or fails first)
       syncs!.push(synced);
     }
     known.add(id);
@@ -1142,7 +1144,7 @@ export class Store implements CapsuleApi {
     const exts = this.stmt('SELECT idx, seg, len FROM extents WHERE capsule = ? AND version = 0 AND ino = ? AND idx BETWEEN ? AND ?').all(c.row.id, ino, from, to) as ExtentRow[];
     // The stream's read memo learns these rows too (a missing row is a hole): its reads of
     // these segments then need no query of their own (tryReadSyncHeld).
-    const memo = this.readMemos.get(`${c.row.id}:${p}`);
+    const memo = this.readMemos.get(readMemoKey(c, p));
     if (memo && memo.mutations === this.mutations && memo.node.ino === ino && memo.extents.size + (to - from) <= 4096) {
       for (let idx = from; idx <= to; idx++) memo.extents.set(idx, null);
       for (const e of exts) memo.extents.set(e.idx, e);
@@ -1169,7 +1171,7 @@ export class Store implements CapsuleApi {
     checkRange(offset, length);
     // The path lookup and extent rows of a stream are memoized until metadata changes: a
     // sequential reader asks for the same file thousands of times in a row.
-    const memoKey = `${c.row.id}:${p}`;
+    const memoKey = readMemoKey(c, p);
     let memo = this.readMemos.get(memoKey);
     if (!memo || memo.mutations !== this.mutations) {
       if (this.readMemos.size > 256) this.readMemos.clear();
@@ -1327,7 +1329,7 @@ export class Store implements CapsuleApi {
       // Over the limit while this file's write-behind runs: wait for that commit, which frees
       // its segments and starts the next one, instead of committing everything (the tail
       // segment too, which the writer is still filling) behind it.
-      if (d.writingBehind) await d.writeBehindDone;
+      if (d.writingBehind) await d.writingBehind;
       else await this.flushFile(c, d);
     } else if (d.segs.size >= WRITE_BEHIND_SEGMENTS && !d.writingBehind) this.writeBehind(c, d);
     return src.length;
@@ -1386,19 +1388,16 @@ export class Store implements CapsuleApi {
 
   /** Start committing a sequential writer's full segments while it goes on writing. */
   private writeBehind(c: Capsule, d: DirtyFile): void {
-    d.writingBehind = true;
-    const run = this.flushFile(c, d, { keepTail: true });
-    d.writeBehindDone = run.then(() => undefined, () => undefined);
-    run.then(
+    d.writingBehind = this.flushFile(c, d, { keepTail: true }).then(
       () => {
-        d.writingBehind = false;
+        d.writingBehind = undefined;
         // The writer may have filled more segments meanwhile: keep going while it stays ahead.
         const tailIdx = Math.floor(d.size / c.policy.segmentSize);
         const full = [...d.segs].filter(([idx, buf]) => idx < tailIdx && !d.unmerged.has(buf)).length;
         if (!this.closed && this.dirty.get(dirtyKey(c.row.id, d.ino)) === d && full >= WRITE_BEHIND_SEGMENTS) this.writeBehind(c, d);
       },
       (e: unknown) => {
-        d.writingBehind = false;
+        d.writingBehind = undefined;
         this.log.warn('flush.write_behind_failed', { capsule: c.row.id, ino: d.ino, err: e });
       },
     );
@@ -1489,10 +1488,8 @@ export class Store implements CapsuleApi {
           }
         };
         await Promise.all(Array.from({ length: Math.min(PUT_WINDOW, entries.length) }, lane));
-        // Durable before referenced (the workers did not sync the files: see storeSegment).
-        const synced = await Promise.allSettled(syncs);
         if (failure) throw failure;
-        for (const s of synced) if (s.status === 'rejected') throw s.reason;
+        await Promise.all(syncs); // durable before referenced (the workers did not sync the files)
         const now = Date.now();
         this.db.transaction(() => {
           if (!this.inode(c.row.id, HEAD, d.ino)) return; // unlinked while flushing

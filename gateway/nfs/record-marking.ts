@@ -13,12 +13,14 @@
  *    a 1 MiB WRITE reaches its buffer with the kernel's copy alone, where the 'data' path costs
  *    sixteen 64 KiB allocations and a second copy to join them.
  *
- * Records from POOLED_RECORD_MIN bytes up are taken from `pool` (bulk WRITEs); the receiver
- * learns which with `pooled` and decides when their memory may go back (rpc.ts).
+ * Records from POOLED_RECORD_MIN bytes up are taken from `pool`, when there is one (a server's
+ * bulk WRITEs); the receiver learns which with `pooled` and decides when their memory may go
+ * back (rpc.ts).
  */
 import type { BufferRecycler } from '../../capsule/buffer-recycler.js';
 
-const LAST_FRAGMENT = 0x80000000;
+/** The last-fragment bit of a fragment header. */
+export const LAST_FRAGMENT = 0x80000000;
 
 /** Records from this size up are assembled in reusable memory (the pool): bulk WRITEs. */
 export const POOLED_RECORD_MIN = 64 << 10;
@@ -52,7 +54,7 @@ export class RecordAssembler {
   private direct = false;
   private stopped = false;
 
-  constructor(private readonly maxRecordSize: number, private readonly pool: BufferRecycler, private readonly handler: RecordHandler) {}
+  constructor(private readonly maxRecordSize: number, private readonly pool: BufferRecycler | undefined, private readonly handler: RecordHandler) {}
 
   /** Memory for the next socket read: the rest of the record being filled, or the staging buffer. */
   nextBuffer(): Buffer {
@@ -120,8 +122,8 @@ export class RecordAssembler {
             continue;
           }
           // It is not: its own memory now, and the rest is read (or copied) into it.
-          this.curPooled = len >= POOLED_RECORD_MIN;
-          this.cur = this.curPooled ? this.pool.take(len) : Buffer.allocUnsafe(len);
+          this.curPooled = this.pool !== undefined && len >= POOLED_RECORD_MIN;
+          this.cur = this.curPooled ? this.pool!.take(len) : Buffer.allocUnsafe(len);
           this.curFill = 0;
           continue;
         }
@@ -163,7 +165,7 @@ export class RecordAssembler {
     let record: Buffer;
     let pooled = false;
     if (this.pieces.length === 1) record = this.pieces[0]!;
-    else if (size >= POOLED_RECORD_MIN) {
+    else if (this.pool && size >= POOLED_RECORD_MIN) {
       record = this.pool.take(size);
       pooled = true;
       let at = 0;

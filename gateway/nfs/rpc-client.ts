@@ -6,8 +6,7 @@
 import net from 'node:net';
 import { AcceptStat, AuthFlavor, encodeAuthSys, MsgType, ReplyStat, RPC_VERSION, type AuthSys } from './rpc.js';
 import { XdrReader, XdrWriter } from './xdr.js';
-import { RecordAssembler } from './record-marking.js';
-import { BufferRecycler } from '../../capsule/buffer-recycler.js';
+import { LAST_FRAGMENT, RecordAssembler } from './record-marking.js';
 
 export interface RpcReply {
   xid: number;
@@ -35,7 +34,7 @@ export function encodeCall(xid: number, prog: number, vers: number, proc: number
   w.enum(AuthFlavor.AUTH_NONE).uint32(0);
   w.fixedOpaque(args);
   const b = w.toBuffer();
-  b.writeUInt32BE((0x80000000 | (b.length - 4)) >>> 0, 0);
+  b.writeUInt32BE((LAST_FRAGMENT | (b.length - 4)) >>> 0, 0);
   return b;
 }
 
@@ -68,8 +67,8 @@ export class RecordReader {
   private readonly records: RecordAssembler;
 
   constructor(onRecord: (rec: Buffer) => void) {
-    // A client trusts its server's sizes; memory of large replies is not reused (no pool budget).
-    this.records = new RecordAssembler(Number.MAX_SAFE_INTEGER, new BufferRecycler({ maxBytes: 0 }), {
+    // A client trusts its server's sizes; memory of large replies is not reused (no pool).
+    this.records = new RecordAssembler(Number.MAX_SAFE_INTEGER, undefined, {
       record: (rec) => onRecord(rec),
       tooLarge: () => undefined,
     });

@@ -17,7 +17,7 @@ import net from 'node:net';
 import { silentLogger, type Logger } from '../../capsule/log.js';
 import { XdrError, XdrReader, XdrWriter } from './xdr.js';
 import { BufferRecycler } from '../../capsule/buffer-recycler.js';
-import { RecordAssembler } from './record-marking.js';
+import { LAST_FRAGMENT, RecordAssembler } from './record-marking.js';
 import { withUserBufferReads } from './user-buffer-socket.js';
 
 export const RPC_VERSION = 2;
@@ -47,7 +47,6 @@ export const AuthFlavor = { AUTH_NONE: 0, AUTH_SYS: 1, AUTH_SHORT: 2, AUTH_DH: 3
 
 /** opaque_auth bodies are at most 400 bytes (RFC 5531 section 8.2). */
 export const MAX_AUTH_BYTES = 400;
-const LAST_FRAGMENT = 0x80000000;
 
 export interface OpaqueAuth {
   flavor: number;
