@@ -18,6 +18,12 @@
  * Unencrypted segments the store caches are read into a slot of its segment pool (readInto: the
  * slot is page-aligned, so O_DIRECT works there too) and their plaintext stays a view of it.
  *
+ * The buffers are ordinary 4 KiB pages. On this project's test VM the virtual disk charges per
+ * page: a 1 MiB O_DIRECT read took ~0.6 ms into 4 KiB pages and ~0.15-0.2 ms into huge pages.
+ * Node cannot ask for huge pages (no madvise) except through glibc's `glibc.malloc.hugetlb`
+ * tunable for malloc'd SharedArrayBuffers; cold NFS reads were not faster with it (their pace is
+ * set elsewhere: bench/README.md), so the pool keeps WebAssembly memory.
+ *
  * How: the whole file, its length rounded up to the alignment, is read through an O_DIRECT
  * descriptor into WebAssembly memory (page-aligned by construction); the kernel stops at the end
  * of the file. A filesystem that refuses O_DIRECT (EINVAL at open or at the first read: tmpfs,
