@@ -11,6 +11,14 @@ export const ROOT_INO = 1;
 export const T_FILE = 1;
 export const T_DIR = 2;
 
+/**
+ * A directory's subdirectories (its link count is 2 + this). Answered from inodes_by_kind
+ * alone, in time with the number of subdirectories: without that index SQLite walked every
+ * inode of the capsule, and a directory's attributes (which NFS returns with every CREATE and
+ * REMOVE in it) took 0.6 ms with 10,000 files in the capsule and 1.7 ms with 30,000.
+ */
+export const SUBDIR_COUNT_SQL = 'SELECT COUNT(*) FROM inodes WHERE capsule = ? AND version = ? AND parent = ? AND type = ?';
+
 const DDL = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS domains (
@@ -57,6 +65,7 @@ CREATE TABLE IF NOT EXISTS inodes (
   PRIMARY KEY (capsule, version, ino)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS inodes_by_name ON inodes (capsule, version, parent, name);
+CREATE INDEX IF NOT EXISTS inodes_by_kind ON inodes (capsule, version, parent, type);
 CREATE TABLE IF NOT EXISTS extents (
   capsule TEXT NOT NULL,
   version INTEGER NOT NULL,

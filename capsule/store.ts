@@ -25,7 +25,7 @@ import { OwnerLock } from './lock.js';
 import { silentLogger, type Logger } from './log.js';
 import { defaultPolicy, validatePolicy, type Policy } from './policy.js';
 import { normPath, parentAndName, splitPath } from './paths.js';
-import { HEAD, ROOT_INO, T_DIR, T_FILE, migrate } from './schema.js';
+import { HEAD, ROOT_INO, SUBDIR_COUNT_SQL, T_DIR, T_FILE, migrate } from './schema.js';
 import { SEGMENT_FRAMING_BYTES, decodeSegment, type SegmentKeys } from './segment-codec.js';
 import { SegmentReclaimer, type ReclaimReport } from './reclaim.js';
 import { isZero, sharedCodecPool, type CodecPool, type SegmentSink } from './codec-pool.js';
@@ -549,7 +549,7 @@ export class Store implements CapsuleApi {
       allocated = (committed ?? this.committedBytes(c, version, n.ino)) + (d ? d.bytes() : 0);
       allocated = Math.min(allocated, Math.max(size, 0) + (d ? d.segSize : 0));
     } else {
-      nlink = 2 + (this.stmt('SELECT COUNT(*) FROM inodes WHERE capsule = ? AND version = ? AND parent = ? AND type = ?').pluck().get(c.row.id, version, n.ino, T_DIR) as number);
+      nlink = 2 + (this.stmt(SUBDIR_COUNT_SQL).pluck().get(c.row.id, version, n.ino, T_DIR) as number);
     }
     return { ino: n.ino, type: n.type === T_DIR ? 'dir' : 'file', mode: n.mode, uid: n.uid, gid: n.gid, size, nlink, atimeMs: n.atime, mtimeMs: mtime, ctimeMs: n.ctime, allocated };
   }
