@@ -5,8 +5,6 @@
  * once, subsystem removal and Disconnect.
  */
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import Database from 'better-sqlite3';
 import { Store } from '../capsule/store.js';
 import type { SegmentPool } from '../capsule/segment-pool.js';
 import { assertSlotsGivenBack, openPooledStore } from './helpers/pool.js';
@@ -20,6 +18,7 @@ import {
   HostQueue, check, connectController, connectData, connectSqe, propertySqe, readSqe, writeSqe, type ControllerSession, type QueueOptions, type Response,
 } from '../bench/nvme/initiator.js';
 import { prand, rmrf, sha256, tmpDir } from './helpers/tmp.js';
+import { storeDb } from './helpers/store-db.js';
 
 const HOSTNQN = 'nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555';
 const HOST_ID = Buffer.alloc(16, 0x42);
@@ -385,14 +384,9 @@ describe('nvme target over TCP', function () {
     });
   });
 
-  /** Committed extents of segment `idx` of a capsule's content, read from the metadata on disk. */
+  /** Committed extents of segment `idx` of a capsule's content (the store's own connection: helpers/store-db.ts). */
   function committedSegments(capsuleId: string, idx: number): number {
-    const db = new Database(path.join(dir, 'meta.db'), { readonly: true, fileMustExist: true });
-    try {
-      return db.prepare('SELECT COUNT(*) FROM extents WHERE capsule = ? AND version = 0 AND idx = ?').pluck().get(capsuleId, idx) as number;
-    } finally {
-      db.close();
-    }
+    return storeDb(store).prepare('SELECT COUNT(*) FROM extents WHERE capsule = ? AND version = 0 AND idx = ?').pluck().get(capsuleId, idx) as number;
   }
 
   // ---------------------------------------------------------------- features

@@ -6,7 +6,10 @@ import { validatePolicy } from '../capsule/policy.js';
 import { SUBDIR_COUNT_SQL } from '../capsule/schema.js';
 import { tmpDir, rmrf } from './helpers/tmp.js';
 
-/** The query plan SQLite picks for the subdirectory count, read through a second connection. */
+/**
+ * The query plan SQLite picks for the subdirectory count, through a connection of its own: the
+ * store must be closed (it holds meta.db exclusively while open).
+ */
 function subdirCountPlan(dir: string): string {
   const db = new Database(path.join(dir, 'meta.db'), { readonly: true, fileMustExist: true });
   try {
@@ -53,7 +56,9 @@ describe('capsule store: directory link counts', function () {
     assert.equal((await s.getattr('c', '/f0')).nlink, 1);
   });
 
-  it('counts them from an index of their own, not by walking every inode of the capsule', () => {
+  it('counts them from an index of their own, not by walking every inode of the capsule', async () => {
+    await store!.close();
+    store = undefined;
     assert.match(subdirCountPlan(dir), /USING COVERING INDEX inodes_by_kind \(capsule=\? AND version=\? AND parent=\? AND type=\?\)/);
   });
 
@@ -67,6 +72,33 @@ describe('capsule store: directory link counts', function () {
     store = Store.open(dir, { fsync: false });
     await store.mkdir('c', '/d');
     assert.equal(await nlink('/'), 3);
+    await store.close();
+    store = undefined;
     assert.match(subdirCountPlan(dir), /inodes_by_kind/);
+  });
+});
+
+describe('capsule store: the metadata database while the store is open', function () {
+  it('is the store\'s alone: another connection cannot read it until the store closes', async () => {
+    const dir = tmpDir();
+    const store = Store.open(dir, { fsync: false });
+    try {
+      await store.create({ name: 'c', policy: validatePolicy({ encryption: false }) });
+      const other = new Database(path.join(dir, 'meta.db'), { readonly: true, fileMustExist: true, timeout: 50 });
+      try {
+        assert.throws(() => other.prepare('SELECT COUNT(*) FROM capsules').get(), /database is locked/);
+      } finally {
+        other.close();
+      }
+    } finally {
+      await store.close();
+    }
+    const after = new Database(path.join(dir, 'meta.db'), { readonly: true, fileMustExist: true });
+    try {
+      assert.equal(after.prepare('SELECT COUNT(*) FROM capsules').pluck().get(), 1, 'everything committed is there once it closed');
+    } finally {
+      after.close();
+      rmrf(dir);
+    }
   });
 });

@@ -4,25 +4,19 @@
  * dirty limit waits for the running commit instead of forcing everything out.
  */
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import Database from 'better-sqlite3';
 import { Store } from '../capsule/store.js';
 import { CodecPool } from '../capsule/codec-pool.js';
 import { SegmentFiles } from '../capsule/segment-files.js';
 import { validatePolicy } from '../capsule/policy.js';
 import { tmpDir, rmrf, prand } from './helpers/tmp.js';
+import { storeDb } from './helpers/store-db.js';
 
 const SEG = 64 * 1024;
 const policy = validatePolicy({ segmentSize: '64KiB', encryption: false });
 
-/** Extent rows committed for the live head (read through a second connection, as WAL allows). */
-function committedExtents(dir: string): number {
-  const db = new Database(path.join(dir, 'meta.db'), { readonly: true });
-  try {
-    return (db.prepare('SELECT COUNT(*) AS n FROM extents WHERE version = 0').get() as { n: number }).n;
-  } finally {
-    db.close();
-  }
+/** Extent rows committed for the live head (through the store's own connection: helpers/store-db.ts). */
+function committedExtents(store: Store): number {
+  return (storeDb(store).prepare('SELECT COUNT(*) AS n FROM extents WHERE version = 0').get() as { n: number }).n;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -70,15 +64,15 @@ describe('capsule store: write-behind', function () {
     await sleep(100);
     assert.equal(held.length, 6, `one sync per segment file: ${held.length}`);
     assert.equal(flushed, false, 'the flush waits for the syncs');
-    assert.equal(committedExtents(dir), 0, 'nothing references an unsynced segment');
+    assert.equal(committedExtents(store!), 0, 'nothing references an unsynced segment');
     assert.ok(sinks.length === 6 && sinks.every((s) => s.fsync && s.syncLater), 'the workers were told not to sync');
     for (const h of held.splice(0, 5)) h.release();
     await sleep(100);
     assert.equal(flushed, false, 'one sync still pending');
-    assert.equal(committedExtents(dir), 0);
+    assert.equal(committedExtents(store!), 0);
     held.pop()!.release();
     await flush;
-    assert.equal(committedExtents(dir), 6);
+    assert.equal(committedExtents(store!), 6);
     assert.deepEqual(await store.read('c', 'f', 0, data.length), data);
   });
 
@@ -97,10 +91,10 @@ describe('capsule store: write-behind', function () {
     const data = prand(3 * SEG, 2);
     await store.writeBuffered('c', 'f', 0, data);
     await assert.rejects(store.flush('c', 'f'));
-    assert.equal(committedExtents(dir), 0);
+    assert.equal(committedExtents(store!), 0);
     assert.deepEqual(await store.read('c', 'f', 0, data.length), data, 'still readable from the buffer');
     await store.flush('c', 'f');
-    assert.equal(committedExtents(dir), 3);
+    assert.equal(committedExtents(store!), 3);
     await store.close();
     store = Store.open(dir, { cacheBytes: 0, codecPool: pool });
     assert.deepEqual(await store.read('c', 'f', 0, data.length), data);
