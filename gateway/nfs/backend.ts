@@ -4,7 +4,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { CapsuleApi } from '../../capsule/api.js';
-import type { BufferedWriteOptions } from '../../capsule/types.js';
+import type { BufferedWriteOptions, FileAttr } from '../../capsule/types.js';
 import type { HeldBytes } from '../../capsule/segment-pool.js';
 
 export type NfsStore = Pick<
@@ -23,6 +23,8 @@ export type NfsStore = Pick<
    * reuse the memory under them (capsule/segment-pool.ts).
    */
   readHeld(ref: string, path: string, offset: number, length: number): Promise<HeldBytes>;
+  /** getattr, or undefined for a path that does not exist (optional: else getattr's NOENT is caught). */
+  getattrIfExists?(ref: string, path: string): Promise<FileAttr | undefined>;
   /** The same when the bytes are already in memory, without a promise (undefined: use readHeld). */
   tryReadSyncHeld?(ref: string, path: string, offset: number, length: number): HeldBytes | undefined;
   /**

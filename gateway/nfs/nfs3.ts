@@ -340,10 +340,12 @@ export function nfs3Program(ctx: NfsContext): RpcProgram {
       // replaces it, so a retransmitted CREATE finds its own file and succeeds.
       const vHi = verf ? verf.readUInt32BE(0) : 0;
       const vLo = verf ? verf.readUInt32BE(4) : 0;
-      const existing = await attrs(t, p).catch((e: unknown) => {
-        if (statusOf(e).status === Nfs3Status.NOENT) return undefined;
-        throw e;
-      });
+      const existing = store.getattrIfExists
+        ? await store.getattrIfExists(id, p)
+        : await attrs(t, p).catch((e: unknown) => {
+            if (statusOf(e).status === Nfs3Status.NOENT) return undefined;
+            throw e;
+          });
       let a: FileAttr;
       if (existing) {
         if (mode === CreateMode.GUARDED) throw new NfsError(Nfs3Status.EXIST, `${p} exists`);

@@ -102,3 +102,35 @@ describe('capsule store: the metadata database while the store is open', functio
     }
   });
 });
+
+describe('capsule store: getattrIfExists', function () {
+  let dir: string;
+  let store: Store;
+  before(async () => {
+    dir = tmpDir();
+    store = Store.open(dir, { fsync: false });
+    await store.create({ name: 'c', policy: validatePolicy({ encryption: false }) });
+    await store.mkdir('c', '/d');
+    await store.createFile('c', '/d/f');
+  });
+  after(async () => {
+    await store.close();
+    rmrf(dir);
+  });
+
+  it('answers what getattr answers for a path that exists', async () => {
+    for (const p of ['/', '/d', '/d/f']) assert.deepEqual(await store.getattrIfExists('c', p), await store.getattr('c', p));
+  });
+
+  it('answers undefined where getattr says NOT_FOUND, at any depth', async () => {
+    for (const p of ['/nope', '/d/nope', '/nope/deeper']) {
+      assert.equal(await store.getattrIfExists('c', p), undefined);
+      await assert.rejects(store.getattr('c', p), /not found/);
+    }
+  });
+
+  it('still refuses a path through a file, and an unknown capsule', async () => {
+    await assert.rejects(store.getattrIfExists('c', '/d/f/x'), /is not a directory/);
+    await assert.rejects(store.getattrIfExists('nope', '/'), /capsule nope not found/);
+  });
+});
