@@ -210,6 +210,40 @@ describe('nfs rpc server (raw TCP)', function () {
     raw.close();
   });
 
+  it('writes the replies it finished in one turn together, not a system call apiece', async () => {
+    // Our own listener hands its sockets to accept(), so the server-side socket can be watched:
+    // every flush to the kernel goes through _write or _writev.
+    let flushes = 0;
+    const tcp = net.createServer((sock) => {
+      const s = sock as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
+      const write = s._write.bind(sock);
+      const writev = s._writev.bind(sock);
+      s._write = (...a) => {
+        flushes++;
+        write(...a);
+      };
+      s._writev = (...a) => {
+        flushes++;
+        writev(...a);
+      };
+      server.accept(sock);
+    });
+    await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+    try {
+      const raw = await Raw.connect((tcp.address() as net.AddressInfo).port);
+      const n = 64;
+      const batch: Buffer[] = [];
+      for (let i = 0; i < n; i++) batch.push(encodeCall(5000 + i, PROG, 1, 1, echoArgs(`b-${i}`, 0)));
+      raw.write(Buffer.concat(batch)); // ~7 KB: arrives in one read, or a few
+      const replies = await raw.waitReplies(n);
+      assert.deepEqual(replies.map((r) => r.body.string()).sort(), batch.map((_, i) => `b-${i}`).sort());
+      assert.ok(flushes >= 1 && flushes <= 8, `${n} replies went out in ${flushes} writes`);
+      raw.close();
+    } finally {
+      tcp.close();
+    }
+  });
+
   it('answers GARBAGE_ARGS for undecodable arguments and keeps the connection', async () => {
     const raw = await Raw.connect(port);
     // the string length claims 1000 bytes that are not there
