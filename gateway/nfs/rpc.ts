@@ -517,8 +517,9 @@ class Connection {
     parts[0]!.writeUInt32BE((LAST_FRAGMENT | (total - 4)) >>> 0, 0);
     // Replies finished in the same turn leave in one write: a client with calls in flight sends
     // them in one segment, and their replies (CREATE, GETATTR, REMOVE: a few hundred bytes each)
-    // would otherwise cost a system call apiece. The turn ends once the promise jobs queued now
-    // have run (nextTick runs after them), so a lone reply waits for nothing.
+    // would otherwise cost a system call apiece. The cork comes off on the next tick: when this
+    // reply came from a promise job (most handlers await), that is after every promise job
+    // already queued, so their replies join it; a lone reply waits for nothing.
     if (!this.corkedForTurn) {
       this.corkedForTurn = true;
       this.socket.cork();
