@@ -254,7 +254,7 @@ export class RpcServer {
     const conn = new Connection(this, socket, this.nextConnId++, ownAccept);
     this.conns.add(conn);
     this.stats.connections++;
-    conn.sock.once('close', () => this.conns.delete(conn));
+    conn.socket.once('close', () => this.conns.delete(conn));
   }
 
   /** Stop listening, drop every connection, and wait (up to `graceMs`) for running calls. */
@@ -309,7 +309,8 @@ class Connection {
   private readonly info: RpcConnectionInfo;
   private readonly log: Logger;
   private readonly records: RecordAssembler;
-  private readonly socket: net.Socket;
+  /** The socket this connection reads and writes (the re-made one, with user-buffer reads). */
+  readonly socket: net.Socket;
   private inFlight = 0;
   private writeBlocked = false;
   private dead = false;
@@ -355,11 +356,6 @@ class Connection {
       this.records.stop();
     });
     if (ownAccept) socket.resume(); // accepted paused (or re-made): start reading
-  }
-
-  /** The socket this connection reads and writes (the re-made one, with user-buffer reads). */
-  get sock(): net.Socket {
-    return this.socket;
   }
 
   destroy(): void {
